@@ -1,0 +1,312 @@
+// Package config reads taskerd's settings: command-line flags override
+// TASKER_* environment variables, which override defaults. Every setting is
+// declared once, in the table below, so --help, the README table and the
+// parser cannot drift apart.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/taskerd/taskerd/internal/migrate"
+)
+
+// Config is the parsed set of settings. Zero values are never used: Parse
+// fills every field from a flag, a variable or the default.
+type Config struct {
+	DatabaseURL           string
+	HTTPAddr              string
+	LogLevel              slog.Level
+	LogFormat             string
+	ShutdownTimeout       time.Duration
+	DBSchema              string
+	DBMaxConns            int32
+	MaxBodyBytes          int64
+	Env                   string
+	TemplatesDir          string
+	Migrate               bool
+	ReadyTimeout          time.Duration
+	StatusCacheTTL        time.Duration
+	HTTPReadHeaderTimeout time.Duration
+	HTTPReadTimeout       time.Duration
+	HTTPWriteTimeout      time.Duration
+	HTTPIdleTimeout       time.Duration
+	PGDir                 string
+	PGPort                int
+	PGBinDir              string
+}
+
+// Setting is one configurable value.
+type Setting struct {
+	Flag    string // without dashes
+	Env     string
+	Default string
+	Usage   string
+	Bool    bool // a flag that may be given without a value
+	set     func(c *Config, v string) error
+}
+
+// Settings lists every setting taskerd knows, in the order --help shows them.
+var Settings = []Setting{
+	{Flag: "database-url", Env: "TASKER_DATABASE_URL", Usage: "PostgreSQL connection URL (postgres://user:pass@host:5432/db)",
+		set: func(c *Config, v string) error { c.DatabaseURL = v; return nil }},
+	{Flag: "http-addr", Env: "TASKER_HTTP_ADDR", Default: ":8080", Usage: "address the HTTP server listens on",
+		set: func(c *Config, v string) error {
+			if _, _, err := net.SplitHostPort(v); err != nil {
+				return errors.New("want host:port, e.g. :8080 or 127.0.0.1:8080")
+			}
+			c.HTTPAddr = v
+			return nil
+		}},
+	{Flag: "log-level", Env: "TASKER_LOG_LEVEL", Default: "info", Usage: "debug, info, warn or error",
+		set: func(c *Config, v string) error { return c.LogLevel.UnmarshalText([]byte(v)) }},
+	{Flag: "log-format", Env: "TASKER_LOG_FORMAT", Default: "json", Usage: "json or text",
+		set: func(c *Config, v string) error {
+			c.LogFormat = strings.ToLower(v)
+			return oneOf(c.LogFormat, "json", "text")
+		}},
+	{Flag: "shutdown-timeout", Env: "TASKER_SHUTDOWN_TIMEOUT", Default: "30s", Usage: "how long shutdown waits for in-flight work",
+		set: func(c *Config, v string) error { return positiveDuration(&c.ShutdownTimeout, v) }},
+	{Flag: "db-schema", Env: "TASKER_DB_SCHEMA", Default: "tasker", Usage: "PostgreSQL schema holding every taskerd object",
+		set: func(c *Config, v string) error {
+			if err := migrate.ValidateSchemaName(v); err != nil {
+				return err
+			}
+			c.DBSchema = v
+			return nil
+		}},
+	{Flag: "db-max-conns", Env: "TASKER_DB_MAX_CONNS", Default: "20", Usage: "connections the pool may open (the replica's budget)",
+		set: func(c *Config, v string) error {
+			n, err := intIn(v, 2, 10000)
+			c.DBMaxConns = int32(n)
+			return err
+		}},
+	{Flag: "max-body-bytes", Env: "TASKER_MAX_BODY_BYTES", Default: "1048576", Usage: "largest request body accepted (413 above)",
+		set: func(c *Config, v string) error {
+			n, err := intIn(v, 1024, 1<<30)
+			c.MaxBodyBytes = int64(n)
+			return err
+		}},
+	{Flag: "env", Env: "TASKER_ENV", Usage: "environment name that selects a template's environments overlay",
+		set: func(c *Config, v string) error { c.Env = v; return nil }},
+	{Flag: "templates-dir", Env: "TASKER_TEMPLATES_DIR", Usage: "folder of task template files loaded at start",
+		set: func(c *Config, v string) error { c.TemplatesDir = v; return nil }},
+	{Flag: "migrate", Env: "TASKER_MIGRATE", Default: "false", Bool: true, Usage: "apply pending migrations before serving",
+		set: func(c *Config, v string) error { return parseBool(&c.Migrate, v) }},
+	{Flag: "ready-timeout", Env: "TASKER_READY_TIMEOUT", Default: "5s", Usage: "how long the readiness check waits for the database",
+		set: func(c *Config, v string) error { return positiveDuration(&c.ReadyTimeout, v) }},
+	{Flag: "status-cache", Env: "TASKER_STATUS_CACHE", Default: "15s", Usage: "how long /tasker/health/status answers from its cache",
+		set: func(c *Config, v string) error { return nonNegativeDuration(&c.StatusCacheTTL, v) }},
+	{Flag: "http-read-header-timeout", Env: "TASKER_HTTP_READ_HEADER_TIMEOUT", Default: "5s", Usage: "time to read a request's headers",
+		set: func(c *Config, v string) error { return positiveDuration(&c.HTTPReadHeaderTimeout, v) }},
+	{Flag: "http-read-timeout", Env: "TASKER_HTTP_READ_TIMEOUT", Default: "30s", Usage: "time to read a whole request",
+		set: func(c *Config, v string) error { return positiveDuration(&c.HTTPReadTimeout, v) }},
+	{Flag: "http-write-timeout", Env: "TASKER_HTTP_WRITE_TIMEOUT", Default: "60s", Usage: "time to write a response (above the longest long-poll)",
+		set: func(c *Config, v string) error { return positiveDuration(&c.HTTPWriteTimeout, v) }},
+	{Flag: "http-idle-timeout", Env: "TASKER_HTTP_IDLE_TIMEOUT", Default: "120s", Usage: "how long an idle keep-alive connection stays open",
+		set: func(c *Config, v string) error { return positiveDuration(&c.HTTPIdleTimeout, v) }},
+	{Flag: "pg-dir", Env: "TASKER_PG_DIR", Default: ".taskerd/pg", Usage: "dev: folder of the private PostgreSQL cluster",
+		set: func(c *Config, v string) error { c.PGDir = v; return nonEmpty(v) }},
+	{Flag: "pg-port", Env: "TASKER_PG_PORT", Default: "0", Usage: "dev: port of the private PostgreSQL (0: the last one used, or a free one)",
+		set: func(c *Config, v string) error {
+			n, err := intIn(v, 0, 65535)
+			c.PGPort = n
+			return err
+		}},
+	{Flag: "pg-bindir", Env: "TASKER_PG_BINDIR", Usage: "dev: folder holding postgres and initdb (default: the newest found)",
+		set: func(c *Config, v string) error { c.PGBinDir = v; return nil }},
+}
+
+// Server lists the settings of `taskerd serve`.
+var Server = []string{
+	"database-url", "http-addr", "log-level", "log-format", "shutdown-timeout", "db-schema", "db-max-conns",
+	"max-body-bytes", "env", "templates-dir", "migrate", "ready-timeout", "status-cache",
+	"http-read-header-timeout", "http-read-timeout", "http-write-timeout", "http-idle-timeout",
+}
+
+// Dev lists the settings of `taskerd dev`: the server's, less the database
+// URL and --migrate (dev makes both), plus the private cluster's.
+var Dev = append(without(Server, "database-url", "migrate"), "pg-dir", "pg-port", "pg-bindir")
+
+// Migrate lists the settings of `taskerd migrate`.
+var Migrate = []string{"database-url", "db-schema", "log-level", "log-format"}
+
+func without(list []string, drop ...string) []string {
+	var out []string
+	for _, s := range list {
+		keep := true
+		for _, d := range drop {
+			keep = keep && s != d
+		}
+		if keep {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Error reports a setting whose value is not acceptable.
+type Error struct {
+	Flag, Env, Value string
+	Err              error
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("invalid setting %s (--%s) = %q: %v", e.Env, e.Flag, e.Value, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// LookupEnv reads an environment variable; os.LookupEnv in production.
+type LookupEnv func(string) (string, bool)
+
+// Parser binds a subset of Settings to a FlagSet.
+type Parser struct {
+	fs       *flag.FlagSet
+	settings []Setting
+	values   map[string]*flagValue
+}
+
+type flagValue struct {
+	s     string
+	isSet bool
+	bool  bool
+}
+
+func (v *flagValue) String() string     { return v.s }
+func (v *flagValue) Set(s string) error { v.s, v.isSet = s, true; return nil }
+func (v *flagValue) IsBoolFlag() bool   { return v.bool }
+
+// NewParser declares the named settings as flags on fs and writes a usage
+// text that names each variable and default. It panics on an unknown name:
+// that is a programming error.
+func NewParser(fs *flag.FlagSet, names []string) *Parser {
+	p := &Parser{fs: fs, values: map[string]*flagValue{}}
+	for _, name := range names {
+		s, ok := lookup(name)
+		if !ok {
+			panic("config: unknown setting " + name)
+		}
+		v := &flagValue{bool: s.Bool}
+		fs.Var(v, s.Flag, s.Usage)
+		p.settings = append(p.settings, s)
+		p.values[s.Flag] = v
+	}
+	return p
+}
+
+func lookup(name string) (Setting, bool) {
+	for _, s := range Settings {
+		if s.Flag == name {
+			return s, true
+		}
+	}
+	return Setting{}, false
+}
+
+// PrintSettings writes one line per setting: flag, variable, default, usage.
+func (p *Parser) PrintSettings(w io.Writer) {
+	for _, s := range p.settings {
+		def := s.Default
+		if def == "" {
+			def = `""`
+		}
+		fmt.Fprintf(w, "  --%-26s %-33s default %-14s %s\n", s.Flag, s.Env, def, s.Usage)
+	}
+}
+
+// Parse parses args (after the subcommand name) and resolves every setting:
+// flag, else variable, else default. The first bad value is an *Error.
+func (p *Parser) Parse(args []string, env LookupEnv) (*Config, error) {
+	if err := p.fs.Parse(args); err != nil {
+		return nil, err
+	}
+	c := &Config{}
+	// Defaults first so that settings which were not declared for this
+	// subcommand still hold sane values.
+	for _, s := range Settings {
+		if err := s.set(c, s.Default); err != nil {
+			panic(fmt.Sprintf("config: default of %s is invalid: %v", s.Flag, err))
+		}
+	}
+	for _, s := range p.settings {
+		v := s.Default
+		if ev, ok := env(s.Env); ok {
+			v = ev
+		}
+		if fv := p.values[s.Flag]; fv.isSet {
+			v = fv.s
+		}
+		if err := s.set(c, strings.TrimSpace(v)); err != nil {
+			return nil, &Error{Flag: s.Flag, Env: s.Env, Value: v, Err: err}
+		}
+	}
+	return c, nil
+}
+
+func oneOf(v string, allowed ...string) error {
+	for _, a := range allowed {
+		if v == a {
+			return nil
+		}
+	}
+	return fmt.Errorf("want one of %s", strings.Join(allowed, ", "))
+}
+
+func nonEmpty(v string) error {
+	if v == "" {
+		return errors.New("must not be empty")
+	}
+	return nil
+}
+
+func positiveDuration(dst *time.Duration, v string) error {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return errors.New("want a duration such as 500ms, 30s or 5m")
+	}
+	if d <= 0 {
+		return errors.New("must be above zero")
+	}
+	*dst = d
+	return nil
+}
+
+func nonNegativeDuration(dst *time.Duration, v string) error {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return errors.New("want a duration such as 500ms, 30s or 5m")
+	}
+	if d < 0 {
+		return errors.New("must not be negative")
+	}
+	*dst = d
+	return nil
+}
+
+func intIn(v string, lo, hi int) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, errors.New("want a whole number")
+	}
+	if n < lo || n > hi {
+		return 0, fmt.Errorf("want a number from %d to %d", lo, hi)
+	}
+	return n, nil
+}
+
+func parseBool(dst *bool, v string) error {
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return errors.New("want true or false")
+	}
+	*dst = b
+	return nil
+}

@@ -1,0 +1,215 @@
+// Package server assembles taskerd: the store, the health checker and the
+// HTTP API, started in order and stopped in reverse under one deadline.
+package server
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/taskerd/taskerd/internal/api"
+	"github.com/taskerd/taskerd/internal/config"
+	"github.com/taskerd/taskerd/internal/health"
+	"github.com/taskerd/taskerd/internal/migrate"
+	"github.com/taskerd/taskerd/internal/store"
+	"github.com/taskerd/taskerd/internal/version"
+)
+
+// Config configures a Server.
+type Config struct {
+	// Settings are the parsed settings; required.
+	Settings *config.Config
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+	// Listener, when set, is used instead of listening on Settings.HTTPAddr
+	// (tests pass one on 127.0.0.1:0).
+	Listener net.Listener
+}
+
+// Server is one taskerd replica.
+type Server struct {
+	cfg      *config.Config
+	logger   *slog.Logger
+	store    *store.Store
+	health   *health.Checker
+	http     *http.Server
+	listener net.Listener
+
+	serveErr chan error
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// New builds the replica's parts without touching the network.
+func New(cfg Config) (*Server, error) {
+	if cfg.Settings == nil {
+		return nil, errors.New("server: Settings is required")
+	}
+	s := cfg.Settings
+	logger := cmp.Or(cfg.Logger, slog.Default())
+	st, err := store.New(store.Config{DatabaseURL: s.DatabaseURL, Schema: s.DBSchema, MaxConns: s.DBMaxConns, Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	cacheTTL := s.StatusCacheTTL
+	if cacheTTL == 0 {
+		cacheTTL = -1 // 0 means "no cache" in the settings, "default" in health.Config
+	}
+	checker, err := health.New(health.Config{
+		Store:           st,
+		RequiredVersion: migrate.LatestVersion(),
+		Version:         version.Get().Version,
+		ReadyTimeout:    s.ReadyTimeout,
+		StatusCacheTTL:  cacheTTL,
+		Logger:          logger,
+	})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	handler, err := api.New(api.Config{Health: checker, MaxBodyBytes: s.MaxBodyBytes, Logger: logger})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return &Server{
+		cfg:    s,
+		logger: logger,
+		store:  st,
+		health: checker,
+		http: &http.Server{
+			Addr:              s.HTTPAddr,
+			Handler:           handler,
+			ReadHeaderTimeout: s.HTTPReadHeaderTimeout,
+			ReadTimeout:       s.HTTPReadTimeout,
+			WriteTimeout:      s.HTTPWriteTimeout,
+			IdleTimeout:       s.HTTPIdleTimeout,
+			MaxHeaderBytes:    64 << 10,
+			ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		},
+		listener: cfg.Listener,
+		serveErr: make(chan error, 1),
+	}, nil
+}
+
+// Migrate applies pending migrations, retrying with backoff while the
+// database is unreachable, until it succeeds or ctx ends.
+func (s *Server) Migrate(ctx context.Context) error {
+	return MigrateWithRetry(ctx, s.logger, migrate.Config{DatabaseURL: s.cfg.DatabaseURL, Schema: s.cfg.DBSchema, Logger: s.logger})
+}
+
+// MigrateWithRetry runs `migrate up`, retrying connection failures with
+// exponential backoff (capped at 30 s) so that a replica started before its
+// database comes up waits instead of crash-looping.
+func MigrateWithRetry(ctx context.Context, logger *slog.Logger, cfg migrate.Config) error {
+	delay := 500 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := migrateOnce(ctx, cfg)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		logger.WarnContext(ctx, "migration failed; retrying", slog.Int("attempt", attempt),
+			slog.Duration("retry_in", delay), slog.String("error", err.Error()))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 30*time.Second)
+	}
+}
+
+func migrateOnce(ctx context.Context, cfg migrate.Config) error {
+	m, err := migrate.New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	return m.Up(ctx)
+}
+
+// Start listens and serves in the background; it returns once the listener
+// is open, so a port already in use is reported here.
+func (s *Server) Start(ctx context.Context) error {
+	if s.listener == nil {
+		ln, err := net.Listen("tcp", s.cfg.HTTPAddr)
+		if err != nil {
+			return fmt.Errorf("server: listen on %s: %w", s.cfg.HTTPAddr, err)
+		}
+		s.listener = ln
+	}
+	s.logger.InfoContext(ctx, "taskerd serving", slog.String("addr", s.listener.Addr().String()),
+		slog.String("version", version.Get().Version), slog.String("schema", s.cfg.DBSchema))
+	go func() {
+		err := s.http.Serve(s.listener)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		s.serveErr <- err
+	}()
+	return nil
+}
+
+// Addr is the address the server listens on, once started.
+func (s *Server) Addr() string {
+	if s.listener == nil {
+		return ""
+	}
+	return s.listener.Addr().String()
+}
+
+// Done reports a server that stopped on its own (not through Stop).
+func (s *Server) Done() <-chan error { return s.serveErr }
+
+// Stop shuts down in order: readiness goes 503 first, then the server stops
+// accepting and drains in-flight requests until ctx's deadline, then the
+// pool closes. Safe to call twice and before Start.
+func (s *Server) Stop(ctx context.Context) error {
+	s.stopOnce.Do(func() {
+		s.health.SetShuttingDown()
+		if s.listener != nil {
+			if err := s.http.Shutdown(ctx); err != nil {
+				s.stopErr = fmt.Errorf("server: drain: %w", err)
+				_ = s.http.Close()
+			}
+		}
+		s.store.Close()
+		s.logger.InfoContext(ctx, "taskerd stopped")
+	})
+	return s.stopErr
+}
+
+// Run starts the server and blocks until ctx is cancelled (a signal) or the
+// server fails, then stops it within the shutdown timeout.
+func (s *Server) Run(ctx context.Context) error {
+	if err := s.Start(ctx); err != nil {
+		return err
+	}
+	if s.cfg.Migrate {
+		// Serving first means probes answer (live 200, ready 503 until the
+		// schema is current) while a slow or absent database is waited for.
+		go func() {
+			if err := s.Migrate(ctx); err != nil && ctx.Err() == nil {
+				s.logger.Error("migration failed", slog.String("error", err.Error()))
+			}
+		}()
+	}
+	var runErr error
+	select {
+	case <-ctx.Done():
+		s.logger.Info("shutting down", slog.Duration("timeout", s.cfg.ShutdownTimeout))
+	case runErr = <-s.serveErr:
+	}
+	stopCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	return errors.Join(runErr, s.Stop(stopCtx))
+}
