@@ -38,6 +38,11 @@ type Config struct {
 	HTTPReadTimeout       time.Duration
 	HTTPWriteTimeout      time.Duration
 	HTTPIdleTimeout       time.Duration
+	MaxConcurrentSteps    int
+	LeaseDuration         time.Duration
+	PollInterval          time.Duration
+	MaxResultBytes        int
+	ReplicaID             string
 	PGDir                 string
 	PGPort                int
 	PGBinDir              string
@@ -112,6 +117,32 @@ var Settings = []Setting{
 		set: func(c *Config, v string) error { return positiveDuration(&c.HTTPWriteTimeout, v) }},
 	{Flag: "http-idle-timeout", Env: "TASKER_HTTP_IDLE_TIMEOUT", Default: "120s", Usage: "how long an idle keep-alive connection stays open",
 		set: func(c *Config, v string) error { return positiveDuration(&c.HTTPIdleTimeout, v) }},
+	{Flag: "max-concurrent-steps", Env: "TASKER_MAX_CONCURRENT_STEPS", Default: "64", Usage: "step handlers this replica runs at once",
+		set: func(c *Config, v string) error {
+			n, err := intIn(v, 1, 100000)
+			c.MaxConcurrentSteps = n
+			return err
+		}},
+	{Flag: "lease-duration", Env: "TASKER_LEASE_DURATION", Default: "30s", Usage: "how long a claimed step is held without renewal (renewed every third)",
+		set: func(c *Config, v string) error {
+			if err := positiveDuration(&c.LeaseDuration, v); err != nil {
+				return err
+			}
+			if c.LeaseDuration < time.Second {
+				return errors.New("must be at least 1s")
+			}
+			return nil
+		}},
+	{Flag: "poll-interval", Env: "TASKER_POLL_INTERVAL", Default: "5s", Usage: "fallback poll for runnable steps when no notification arrives",
+		set: func(c *Config, v string) error { return positiveDuration(&c.PollInterval, v) }},
+	{Flag: "max-result-bytes", Env: "TASKER_MAX_RESULT_BYTES", Default: "1048576", Usage: "largest step results kept; larger fails the step",
+		set: func(c *Config, v string) error {
+			n, err := intIn(v, 64, 64<<20)
+			c.MaxResultBytes = n
+			return err
+		}},
+	{Flag: "replica-id", Env: "TASKER_REPLICA_ID", Usage: "this replica's name in leases and transitions (default: host-pid-random)",
+		set: func(c *Config, v string) error { c.ReplicaID = v; return nil }},
 	{Flag: "pg-dir", Env: "TASKER_PG_DIR", Default: ".taskerd/pg", Usage: "dev: folder of the private PostgreSQL cluster",
 		set: func(c *Config, v string) error { c.PGDir = v; return nonEmpty(v) }},
 	{Flag: "pg-port", Env: "TASKER_PG_PORT", Default: "0", Usage: "dev: port of the private PostgreSQL (0: the last one used, or a free one)",
@@ -129,6 +160,7 @@ var Server = []string{
 	"database-url", "http-addr", "log-level", "log-format", "shutdown-timeout", "db-schema", "db-max-conns",
 	"max-body-bytes", "env", "templates-dir", "migrate", "ready-timeout", "status-cache",
 	"http-read-header-timeout", "http-read-timeout", "http-write-timeout", "http-idle-timeout",
+	"max-concurrent-steps", "lease-duration", "poll-interval", "max-result-bytes", "replica-id",
 }
 
 // Dev lists the settings of `taskerd dev`: the server's, less the database

@@ -24,6 +24,7 @@ import (
 	"testing/fstest"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/database"
@@ -85,7 +86,10 @@ func New(ctx context.Context, cfg Config) (*Migrator, error) {
 }
 
 func (m *Migrator) init(ctx context.Context, logger *slog.Logger) error {
-	if _, err := m.db.ExecContext(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{m.schema}.Sanitize()); err != nil {
+	// IF NOT EXISTS is not safe against a concurrent creator (two replicas
+	// starting at once collide on pg_namespace's unique index), so that
+	// collision is taken as "it exists now".
+	if _, err := m.db.ExecContext(ctx, "CREATE SCHEMA IF NOT EXISTS "+pgx.Identifier{m.schema}.Sanitize()); err != nil && !alreadyExists(err) {
 		return fmt.Errorf("migrate: create schema %q: %w", m.schema, err)
 	}
 	fsys, err := Migrations()
@@ -166,6 +170,11 @@ func (m *Migrator) Status(ctx context.Context) ([]Status, error) {
 		})
 	}
 	return out, nil
+}
+
+func alreadyExists(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "23505" || pgErr.Code == "42P06")
 }
 
 func wrap(op string, err error) error {

@@ -17,6 +17,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -155,6 +156,7 @@ func bootCluster(ctx context.Context) (string, error) {
 		Dir:            filepath.Join(d, "pg"),
 		InstallMissing: true,
 		BinDir:         os.Getenv("TASKER_PG_BINDIR"),
+		Logger:         slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		// Durability buys nothing in a throw-away test cluster.
 		Settings: map[string]string{
 			"fsync":              "off",

@@ -1,0 +1,42 @@
+-- Claims up to $2 runnable steps of queue $1 for replica $3 in ONE
+-- statement: pick them in priority and runnable order, skipping rows other
+-- replicas are claiming (SKIP LOCKED: claimers never wait on each other),
+-- mark them in_progress with a lease, count the attempt, record the
+-- transitions, and move tasks to in_progress on their first claim.
+-- The result carries what the handler needs, parents' results included.
+WITH candidates AS (
+  SELECT workflow_step_id
+  FROM workflow_steps
+  WHERE queue = $1 AND status = 'pending' AND runnable_at IS NOT NULL AND runnable_at <= now()
+  ORDER BY priority DESC, runnable_at, workflow_step_id
+  LIMIT $2
+  FOR UPDATE SKIP LOCKED
+), claimed AS (
+  UPDATE workflow_steps w
+  SET status = 'in_progress', attempts = w.attempts + 1, lease_owner = $3,
+      lease_expires_at = now() + $4::bigint * interval '1 millisecond',
+      last_attempted_at = now(), runnable_at = NULL, updated_at = now()
+  FROM candidates c
+  WHERE w.workflow_step_id = c.workflow_step_id
+  RETURNING w.workflow_step_id, w.task_id, w.name, w.handler, w.attempts, w.retry_base, w.retry_limit,
+            w.inputs, w.lease_expires_at
+), step_transitions AS (
+  INSERT INTO workflow_step_transitions (workflow_step_id, task_id, from_state, to_state, metadata)
+  SELECT workflow_step_id, task_id, 'pending', 'in_progress', jsonb_build_object('attempt', attempts, 'replica', $3::text)
+  FROM claimed
+), started AS (
+  UPDATE tasks t SET status = 'in_progress', started_at = coalesce(t.started_at, now()), updated_at = now()
+  WHERE t.task_id IN (SELECT DISTINCT task_id FROM claimed) AND t.status = 'pending'
+  RETURNING t.task_id
+), task_transitions AS (
+  INSERT INTO task_transitions (task_id, from_state, to_state, metadata)
+  SELECT task_id, 'pending', 'in_progress', jsonb_build_object('replica', $3::text) FROM started
+)
+SELECT c.workflow_step_id, c.task_id, t.named_task_id, t.namespace_name, t.task_name, t.task_version, c.name,
+       c.handler, c.attempts, c.inputs, t.context, coalesce(t.correlation_id, ''), coalesce(t.traceparent, ''),
+       c.lease_expires_at,
+       (SELECT jsonb_object_agg(p.name, p.results)
+        FROM workflow_step_edges e JOIN workflow_steps p ON p.workflow_step_id = e.from_step_id
+        WHERE e.to_step_id = c.workflow_step_id) AS parent_results,
+       EXISTS (SELECT 1 FROM started s WHERE s.task_id = c.task_id) AS task_started
+FROM claimed c JOIN tasks t ON t.task_id = c.task_id

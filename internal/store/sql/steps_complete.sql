@@ -1,0 +1,25 @@
+-- Completes finished attempts. Only rows still in_progress at the same
+-- attempt change (the attempt is the fencing token): a replica that lost its
+-- lease and reports late changes nothing. Rows are locked in id order so
+-- concurrent flushes cannot deadlock on each other.
+WITH i AS (
+  SELECT * FROM unnest($1::uuid[], $2::int[], $3::jsonb[]) AS i(id, attempt, results)
+), locked AS (
+  SELECT w.workflow_step_id
+  FROM workflow_steps w JOIN i ON i.id = w.workflow_step_id
+  WHERE w.status = 'in_progress' AND w.attempts = i.attempt
+  ORDER BY w.workflow_step_id
+  FOR UPDATE OF w
+), done AS (
+  UPDATE workflow_steps w
+  SET status = 'complete', results = i.results, processed_at = now(),
+      lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+  FROM i JOIN locked l ON l.workflow_step_id = i.id
+  WHERE w.workflow_step_id = i.id
+  RETURNING w.workflow_step_id, w.task_id, w.attempts
+), transitions AS (
+  INSERT INTO workflow_step_transitions (workflow_step_id, task_id, from_state, to_state, metadata)
+  SELECT workflow_step_id, task_id, 'in_progress', 'complete', jsonb_build_object('attempt', attempts, 'replica', $4::text)
+  FROM done
+)
+SELECT workflow_step_id, task_id, attempts FROM done

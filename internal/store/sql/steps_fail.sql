@@ -1,0 +1,36 @@
+-- Records failed attempts, fenced like completions. A step with retries left
+-- (the handler says retryable, the step is retryable, and fewer than
+-- retry_limit attempts were spent since the last manual retry) goes
+-- in_progress → error → pending in this one transaction and runs again at
+-- now() + its backoff; otherwise it rests in error, failed for good.
+WITH i AS (
+  SELECT * FROM unnest($1::uuid[], $2::int[], $3::jsonb[], $4::bool[], $5::bigint[])
+    AS i(id, attempt, err, retryable, delay_ms)
+), locked AS (
+  SELECT w.workflow_step_id,
+         (i.retryable AND w.retryable AND w.attempts - w.retry_base < w.retry_limit) AS will_retry
+  FROM workflow_steps w JOIN i ON i.id = w.workflow_step_id
+  WHERE w.status = 'in_progress' AND w.attempts = i.attempt
+  ORDER BY w.workflow_step_id
+  FOR UPDATE OF w
+), failed AS (
+  UPDATE workflow_steps w
+  SET status = CASE WHEN l.will_retry THEN 'pending' ELSE 'error' END,
+      last_error = i.err,
+      runnable_at = CASE WHEN l.will_retry THEN now() + i.delay_ms * interval '1 millisecond' END,
+      processed_at = CASE WHEN l.will_retry THEN NULL ELSE now() END,
+      lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+  FROM i JOIN locked l ON l.workflow_step_id = i.id
+  WHERE w.workflow_step_id = i.id
+  RETURNING w.workflow_step_id, w.task_id, w.attempts, l.will_retry, w.runnable_at, i.err
+), transitions AS (
+  INSERT INTO workflow_step_transitions (workflow_step_id, task_id, from_state, to_state, metadata)
+  SELECT workflow_step_id, task_id, 'in_progress', 'error',
+         jsonb_build_object('attempt', attempts, 'replica', $6::text, 'error', err, 'will_retry', will_retry)
+  FROM failed
+  UNION ALL
+  SELECT workflow_step_id, task_id, 'error', 'pending',
+         jsonb_build_object('attempt', attempts, 'reason', 'retry', 'retry_at', runnable_at)
+  FROM failed WHERE will_retry
+)
+SELECT workflow_step_id, task_id, attempts, will_retry, runnable_at FROM failed

@@ -1,0 +1,35 @@
+-- A parent finished (complete or resolved): each child has one fewer
+-- unfinished parent, and a pending child reaching zero becomes runnable.
+-- This is the O(changed) readiness update: it touches the finished steps'
+-- children only, whatever the size of the task. Children are locked in id
+-- order (concurrent flushes share children in a fan-in). Children that
+-- become runnable together are staggered by $2 µs per child within their
+-- task, so a huge fan-out interleaves with other tasks' work.
+-- Replicas are woken with one NOTIFY when anything became runnable.
+WITH parents AS (
+  SELECT unnest($1::uuid[]) AS id
+), counts AS (
+  SELECT e.to_step_id AS id, count(*)::int AS n
+  FROM workflow_step_edges e JOIN parents p ON p.id = e.from_step_id
+  GROUP BY e.to_step_id
+), locked AS (
+  SELECT w.workflow_step_id, w.task_id, w.unfinished_parents - c.n AS remaining,
+         (w.status = 'pending' AND w.unfinished_parents - c.n = 0) AS ready
+  FROM workflow_steps w JOIN counts c ON c.id = w.workflow_step_id
+  ORDER BY w.workflow_step_id
+  FOR UPDATE OF w
+), ranked AS (
+  SELECT l.*, row_number() OVER (PARTITION BY l.task_id, l.ready ORDER BY l.workflow_step_id) - 1 AS k
+  FROM locked l
+), updated AS (
+  UPDATE workflow_steps w
+  SET unfinished_parents = r.remaining,
+      runnable_at = CASE WHEN r.ready THEN now() + r.k * $2::bigint * interval '1 microsecond' ELSE w.runnable_at END,
+      updated_at = now()
+  FROM ranked r
+  WHERE w.workflow_step_id = r.workflow_step_id
+  RETURNING r.ready
+)
+SELECT count(*) FILTER (WHERE ready),
+       (SELECT count(*) FROM (SELECT pg_notify($3, '') WHERE EXISTS (SELECT 1 FROM updated WHERE ready)) n)
+FROM updated

@@ -1,0 +1,18 @@
+-- Counts finished steps on their tasks: finalisation is a counter reaching
+-- zero under the task row's lock, so when replicas finish a task's last
+-- steps at the same time exactly one of them sees zero. Rows are locked in
+-- id order.
+WITH i AS (
+  SELECT * FROM unnest($1::uuid[], $2::int[], $3::int[]) AS i(task_id, done, failed)
+), locked AS (
+  SELECT t.task_id FROM tasks t JOIN i ON i.task_id = t.task_id
+  ORDER BY t.task_id
+  FOR UPDATE OF t
+)
+UPDATE tasks t
+SET unfinished_steps = t.unfinished_steps - i.done,
+    failed_steps = t.failed_steps + i.failed,
+    updated_at = now()
+FROM i JOIN locked l ON l.task_id = i.task_id
+WHERE t.task_id = i.task_id
+RETURNING t.task_id, t.status, t.unfinished_steps, t.failed_steps

@@ -1,0 +1,154 @@
+package store
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// NewTask is a task to create with all its steps.
+type NewTask struct {
+	TaskID         uuid.UUID
+	NamedTaskID    int64
+	Namespace      string
+	Name           string
+	Version        string
+	Context        []byte // JSON
+	Initiator      string
+	SourceSystem   string
+	Reason         string
+	Tags           []string
+	IdempotencyKey string
+	RequestHash    string
+	Priority       int
+	RunAt          *time.Time
+	CorrelationID  string
+	Traceparent    string
+	Actor          string
+	Steps          []NewStep
+	Edges          []Edge
+	// Stagger spaces root steps' runnable times (see task_create.sql).
+	Stagger time.Duration
+}
+
+// NewStep is one workflow step of a NewTask.
+type NewStep struct {
+	StepID            uuid.UUID
+	NamedStepID       int64
+	Name              string
+	Handler           string
+	Queue             string
+	RetryLimit        int
+	Retryable         bool
+	Skippable         bool
+	Bypassed          bool
+	Inputs            []byte // JSON or nil
+	UnfinishedParents int
+}
+
+// Edge links a parent step to a child step.
+type Edge struct{ From, To uuid.UUID }
+
+// ErrIdempotencyConflict means the idempotency key was used before for a
+// different request.
+var ErrIdempotencyConflict = errors.New("idempotency key already used for a different request")
+
+// IdempotencyConflictError names the task that holds the key.
+type IdempotencyConflictError struct{ TaskID uuid.UUID }
+
+func (e *IdempotencyConflictError) Error() string {
+	return fmt.Sprintf("idempotency key already used by task %s for a different request", e.TaskID)
+}
+
+// Is makes errors.Is(err, ErrIdempotencyConflict) and ErrConflict true.
+func (e *IdempotencyConflictError) Is(target error) bool {
+	return target == ErrIdempotencyConflict || target == ErrConflict
+}
+
+//go:embed sql/task_create.sql
+var taskCreateSQL string
+
+//go:embed sql/task_by_idempotency_key.sql
+var taskByIdempotencyKeySQL string
+
+// CreateTask writes a task, its steps, edges and initial transitions in one
+// statement. With an idempotency key already used by the same request it
+// returns the existing task and created=false; by a different request, an
+// *IdempotencyConflictError.
+func (s *Store) CreateTask(ctx context.Context, t NewTask) (taskID uuid.UUID, created bool, err error) {
+	n := len(t.Steps)
+	ids := make([]uuid.UUID, n)
+	namedIDs := make([]int64, n)
+	names := make([]string, n)
+	handlers := make([]string, n)
+	queues := make([]string, n)
+	limits := make([]int32, n)
+	retryable := make([]bool, n)
+	skippable := make([]bool, n)
+	bypassed := make([]bool, n)
+	inputs := make([]*string, n)
+	parents := make([]int32, n)
+	unfinished := 0
+	for i, st := range t.Steps {
+		ids[i], namedIDs[i], names[i], handlers[i], queues[i] = st.StepID, st.NamedStepID, st.Name, st.Handler, st.Queue
+		limits[i], retryable[i], skippable[i], bypassed[i] = int32(st.RetryLimit), st.Retryable, st.Skippable, st.Bypassed
+		parents[i] = int32(st.UnfinishedParents)
+		if st.Inputs != nil {
+			in := string(st.Inputs)
+			inputs[i] = &in
+		}
+		if !st.Bypassed {
+			unfinished++
+		}
+	}
+	from := make([]uuid.UUID, len(t.Edges))
+	to := make([]uuid.UUID, len(t.Edges))
+	for i, e := range t.Edges {
+		from[i], to[i] = e.From, e.To
+	}
+	ctxJSON := string(t.Context)
+	if ctxJSON == "" {
+		ctxJSON = "{}"
+	}
+	tags := t.Tags
+	if tags == nil {
+		tags = []string{}
+	}
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	err = s.pool.QueryRow(ctx, taskCreateSQL,
+		t.TaskID, t.NamedTaskID, t.Namespace, t.Name, t.Version, ctxJSON, nullable(t.Initiator),
+		nullable(t.SourceSystem), nullable(t.Reason), tags, nullable(t.IdempotencyKey), nullable(t.RequestHash),
+		t.Priority, t.RunAt, nullable(t.CorrelationID), nullable(t.Traceparent), n, unfinished,
+		ids, namedIDs, names, handlers, queues, limits, retryable, skippable, bypassed, inputs, parents,
+		t.Stagger.Microseconds(), from, to, nullable(t.Actor),
+	).Scan(&taskID)
+	if err == nil {
+		return taskID, true, nil
+	}
+	if !errors.Is(err, pgx.ErrNoRows) || t.IdempotencyKey == "" {
+		return uuid.Nil, false, translate("create task", err)
+	}
+	// The key exists: the same request gets the existing task back.
+	var existingHash string
+	err = s.pool.QueryRow(ctx, taskByIdempotencyKeySQL, t.Namespace, t.Name, t.IdempotencyKey).Scan(&taskID, &existingHash)
+	if err != nil {
+		return uuid.Nil, false, translate("create task: look up idempotency key", err)
+	}
+	if existingHash != t.RequestHash {
+		return taskID, false, &IdempotencyConflictError{TaskID: taskID}
+	}
+	return taskID, false, nil
+}
+
+func nullable(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}

@@ -1,0 +1,83 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Tx is an open transaction handed to hooks that must write in the same
+// transaction as a state change (the event outbox). Only the store can use
+// it: other packages pass it back to store functions.
+type Tx struct{ tx pgx.Tx }
+
+// inTx runs fn in a transaction and commits it. Deadlocks and serialization
+// failures are retried a few times: the engine locks rows in a fixed order,
+// but manual actions (cancel, retry) lock a task before its steps.
+func (s *Store) inTx(ctx context.Context, op string, fn func(tx pgx.Tx) error) error {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		err = s.tryTx(ctx, fn)
+		if err == nil || !retryable(err) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return translate(op, ctx.Err())
+		case <-time.After(time.Duration(attempt+1) * 10 * time.Millisecond):
+		}
+	}
+	if err == nil {
+		return nil
+	}
+	var keep *keepError
+	if errors.As(err, &keep) {
+		return keep.err
+	}
+	return translate(op, err)
+}
+
+func (s *Store) tryTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit this is a no-op
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+// keepError carries an error that inTx must return as is (a domain error
+// decided inside the transaction), not translate.
+type keepError struct{ err error }
+
+func (e *keepError) Error() string { return e.err.Error() }
+
+func keep(err error) error { return &keepError{err: err} }
+
+func retryable(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "40001" || pgErr.Code == "40P01")
+}
+
+// StateError reports an action that the current state does not allow.
+type StateError struct {
+	Resource string // "task" or "step"
+	Action   string
+	State    string
+}
+
+func (e *StateError) Error() string {
+	return fmt.Sprintf("cannot %s a %s that is %s", e.Action, e.Resource, e.State)
+}
+
+// Is makes errors.Is(err, ErrConflict) true for state errors.
+func (e *StateError) Is(target error) bool { return target == ErrConflict }
