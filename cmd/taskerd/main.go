@@ -2,6 +2,7 @@
 //
 //	taskerd serve              run the HTTP API (and the engine)
 //	taskerd migrate up|down|status|version
+//	taskerd templates validate|list
 //	taskerd dev                private PostgreSQL + migrate + serve, for a laptop
 //	taskerd version
 package main
@@ -41,6 +42,8 @@ Usage:
   taskerd migrate up [--to N] [flags]     apply migrations
   taskerd migrate down [--to N] [flags]   revert the last migration, or down to version N (0: all)
   taskerd migrate status|version [flags]  list migrations / print the schema version
+  taskerd templates validate FILE|DIR…    check task template files (no database needed; exit 1 when invalid)
+  taskerd templates list [flags]          list the registered task templates
   taskerd dev [flags]                     boot a private PostgreSQL under ./.taskerd/pg, migrate, serve
   taskerd version                         print version, commit and Go version
 
@@ -62,6 +65,8 @@ func run(ctx context.Context, args []string, env config.LookupEnv, stdout, stder
 		return runMigrate(ctx, rest, env, stdout, stderr)
 	case "dev":
 		return runDev(ctx, rest, env, stdout, stderr)
+	case "templates":
+		return runTemplates(ctx, rest, env, stdout, stderr)
 	case "version", "--version", "-v":
 		return runVersion(stdout)
 	case "help", "--help", "-h":

@@ -15,6 +15,9 @@ import (
 	"sync"
 
 	"github.com/go-chi/chi/v5"
+
+	"github.com/taskerd/taskerd/internal/registry"
+	"github.com/taskerd/taskerd/internal/store"
 )
 
 // Media types written by this package.
@@ -330,6 +333,9 @@ func (discardResponse) WriteHeader(int)             {}
 // maps errors to HTTP statuses. Domain sentinels belong in its switch.
 //
 //   - a *Problem anywhere in err's chain is written as is;
+//   - a *registry.ValidationError becomes 422 listing every error;
+//   - registry.ErrNotFound is 404, ErrConflict and ErrInUse 409;
+//   - store.ErrNotMigrated and ErrUnavailable are 503;
 //   - context.DeadlineExceeded becomes 503 "request timed out";
 //   - context.Canceled because the client left gets a bare 499 for the access
 //     log; canceled for any other reason (shutdown) becomes 503;
@@ -337,9 +343,24 @@ func (discardResponse) WriteHeader(int)             {}
 //     Internal(), whose body never contains the cause.
 func WriteError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err error) {
 	var p *Problem
+	var invalid *registry.ValidationError
 	switch {
 	case errors.As(err, &p):
 		WriteProblem(w, r, p)
+	case errors.As(err, &invalid):
+		errs := make([]FieldError, len(invalid.Errors))
+		for i, fe := range invalid.Errors {
+			errs[i] = FieldError{Pointer: fe.Pointer, Detail: fe.Message}
+		}
+		WriteProblem(w, r, ValidationFailed(fmt.Sprintf("the document has %d error(s), each listed with a JSON pointer into it", len(errs)), errs...))
+	case errors.Is(err, registry.ErrNotFound):
+		WriteProblem(w, r, NotFound(err.Error()))
+	case errors.Is(err, registry.ErrConflict), errors.Is(err, registry.ErrInUse):
+		WriteProblem(w, r, Conflict(err.Error()))
+	case errors.Is(err, store.ErrNotMigrated):
+		WriteProblem(w, r, Unavailable("the database schema is not migrated: run `taskerd migrate up`"))
+	case errors.Is(err, store.ErrUnavailable):
+		WriteProblem(w, r, Unavailable("the database is unavailable; retry later"))
 	case errors.Is(err, context.DeadlineExceeded):
 		WriteProblem(w, r, Unavailable("request timed out"))
 	case errors.Is(err, context.Canceled):

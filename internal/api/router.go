@@ -11,7 +11,9 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/taskerd/taskerd/internal/engine"
 	"github.com/taskerd/taskerd/internal/health"
+	"github.com/taskerd/taskerd/internal/registry"
 )
 
 // BasePath prefixes every route.
@@ -24,6 +26,10 @@ const DefaultMaxBodyBytes = 1 << 20
 type Config struct {
 	// Health answers the probes; required.
 	Health *health.Checker
+	// Registry serves the template and discovery routes; nil leaves them out.
+	Registry *registry.Registry
+	// Engine serves the task and workflow-step routes; nil leaves them out.
+	Engine *engine.Engine
 	// MaxBodyBytes caps request bodies (413 above); default 1 MiB.
 	MaxBodyBytes int64
 	// Logger; nil means slog.Default().
@@ -47,6 +53,18 @@ func New(cfg Config) (http.Handler, error) {
 		r.Get("/health/live", h.live)
 		r.Get("/health/ready", h.ready)
 		r.Get("/health/status", h.status)
+		if cfg.Registry != nil {
+			th := &templateHandlers{registry: cfg.Registry, logger: logger}
+			r.Post("/templates", th.register)
+			r.Delete("/templates/{namespace}/{name}/{version}", th.remove)
+			dh := &discoveryHandlers{registry: cfg.Registry, logger: logger}
+			r.Get("/handlers", dh.namespaces)
+			r.Get("/handlers/{namespace}", dh.namespace)
+			r.Get("/handlers/{namespace}/{name}", dh.handler)
+		}
+		if cfg.Engine != nil {
+			(&taskHandlers{engine: cfg.Engine, logger: logger}).routes(r)
+		}
 	})
 	return r, nil
 }

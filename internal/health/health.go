@@ -28,7 +28,20 @@ const (
 const (
 	StatusHealthy   = "healthy"
 	StatusUnhealthy = "unhealthy"
+	// StatusWarning is a problem worth reporting that does not make the
+	// replica unready (e.g. a template file that conflicts with the
+	// registered version, which keeps being served).
+	StatusWarning = "warning"
 )
+
+// WarningError marks a check's error as a warning.
+type WarningError struct{ Err error }
+
+func (w *WarningError) Error() string { return w.Err.Error() }
+func (w *WarningError) Unwrap() error { return w.Err }
+
+// Warn makes a check's error a warning: reported, not failing readiness.
+func Warn(err error) error { return &WarningError{Err: err} }
 
 // Store is what the checker needs from the database.
 type Store interface {
@@ -177,6 +190,10 @@ func (c *Checker) Ready(ctx context.Context) ReadyReport {
 		res := CheckResult{Status: StatusHealthy, Message: "ok"}
 		if err := fn(ctx); err != nil {
 			res = CheckResult{Status: StatusUnhealthy, Message: err.Error()}
+			var warn *WarningError
+			if errors.As(err, &warn) {
+				res.Status = StatusWarning
+			}
 		}
 		res.ResponseTimeMS = ms(c.cfg.Now().Sub(t))
 		r.Checks[name] = res
@@ -184,7 +201,7 @@ func (c *Checker) Ready(ctx context.Context) ReadyReport {
 	c.checksMu.RUnlock()
 
 	for name, res := range r.Checks {
-		if res.Status != StatusHealthy {
+		if res.Status == StatusUnhealthy {
 			r.FailedChecks = append(r.FailedChecks, name)
 		}
 	}

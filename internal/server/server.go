@@ -10,13 +10,20 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/taskerd/taskerd/internal/api"
 	"github.com/taskerd/taskerd/internal/config"
+	"github.com/taskerd/taskerd/internal/engine"
+	"github.com/taskerd/taskerd/internal/handler"
 	"github.com/taskerd/taskerd/internal/health"
 	"github.com/taskerd/taskerd/internal/migrate"
+	"github.com/taskerd/taskerd/internal/notifier"
+	"github.com/taskerd/taskerd/internal/registry"
 	"github.com/taskerd/taskerd/internal/store"
 	"github.com/taskerd/taskerd/internal/version"
 )
@@ -38,6 +45,9 @@ type Server struct {
 	logger   *slog.Logger
 	store    *store.Store
 	health   *health.Checker
+	notifier *notifier.Notifier // the replica's one LISTEN connection, shared by its parts
+	registry *registry.Registry
+	engine   *engine.Engine
 	http     *http.Server
 	listener net.Listener
 
@@ -73,19 +83,58 @@ func New(cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
-	handler, err := api.New(api.Config{Health: checker, MaxBodyBytes: s.MaxBodyBytes, Logger: logger})
+	notes, err := notifier.New(notifier.Config{DatabaseURL: s.DatabaseURL, Logger: logger})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	kinds, err := handler.NewKinds(handler.Builtins()...)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	reg, err := registry.New(registry.Config{
+		Store: st, Kinds: kinds, Env: s.Env, Notifier: notes, TemplatesDir: s.TemplatesDir, Logger: logger,
+	})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	// A template file that conflicts with the registered version is
+	// reported as a warning: the replica keeps serving the registered
+	// version and stays ready, so a stale file cannot take a fleet down.
+	checker.AddCheck("templates", func(ctx context.Context) error {
+		err := reg.Check(ctx)
+		if err == nil || errors.Is(err, registry.ErrNotLoaded) {
+			return err
+		}
+		return health.Warn(err)
+	})
+	eng, err := engine.New(engine.Config{
+		Store: st, Templates: reg, Kinds: kinds, Notifier: notes, Schema: s.DBSchema, ReplicaID: s.ReplicaID,
+		MaxConcurrentSteps: s.MaxConcurrentSteps, LeaseDuration: s.LeaseDuration, PollInterval: s.PollInterval,
+		MaxResultBytes: s.MaxResultBytes, Logger: logger,
+	})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	routes, err := api.New(api.Config{Health: checker, Registry: reg, Engine: eng, MaxBodyBytes: s.MaxBodyBytes, Logger: logger})
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
 	return &Server{
-		cfg:    s,
-		logger: logger,
-		store:  st,
-		health: checker,
+		cfg:      s,
+		logger:   logger,
+		store:    st,
+		health:   checker,
+		notifier: notes,
+		registry: reg,
+		engine:   eng,
 		http: &http.Server{
 			Addr:              s.HTTPAddr,
-			Handler:           handler,
+			Handler:           routes,
 			ReadHeaderTimeout: s.HTTPReadHeaderTimeout,
 			ReadTimeout:       s.HTTPReadTimeout,
 			WriteTimeout:      s.HTTPWriteTimeout,
@@ -147,6 +196,17 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 		s.listener = ln
 	}
+	// The registry subscribes before the notifier starts, so the first
+	// LISTEN already covers its channel.
+	if err := s.registry.Start(ctx); err != nil {
+		return fmt.Errorf("server: start registry: %w", err)
+	}
+	if err := s.engine.Start(ctx); err != nil {
+		return fmt.Errorf("server: start engine: %w", err)
+	}
+	if err := s.notifier.Start(ctx); err != nil {
+		return fmt.Errorf("server: start notifier: %w", err)
+	}
 	s.logger.InfoContext(ctx, "taskerd serving", slog.String("addr", s.listener.Addr().String()),
 		slog.String("version", version.Get().Version), slog.String("schema", s.cfg.DBSchema))
 	go func() {
@@ -167,6 +227,18 @@ func (s *Server) Addr() string {
 	return s.listener.Addr().String()
 }
 
+// Registry is the replica's template registry.
+func (s *Server) Registry() *registry.Registry { return s.registry }
+
+// Notifier is the replica's shared LISTEN connection.
+func (s *Server) Notifier() *notifier.Notifier { return s.notifier }
+
+// Reload registers the templates folder again (what SIGHUP does).
+func (s *Server) Reload() {
+	s.logger.Info("reloading templates", slog.String("dir", s.cfg.TemplatesDir))
+	s.registry.Reload()
+}
+
 // Done reports a server that stopped on its own (not through Stop).
 func (s *Server) Done() <-chan error { return s.serveErr }
 
@@ -181,6 +253,17 @@ func (s *Server) Stop(ctx context.Context) error {
 				s.stopErr = fmt.Errorf("server: drain: %w", err)
 				_ = s.http.Close()
 			}
+		}
+		// In-flight steps get what is left of the deadline to finish; the
+		// rest are handed back to other replicas.
+		if err := s.engine.Stop(ctx); err != nil {
+			s.stopErr = errors.Join(s.stopErr, fmt.Errorf("server: stop engine: %w", err))
+		}
+		if err := s.registry.Stop(ctx); err != nil {
+			s.stopErr = errors.Join(s.stopErr, fmt.Errorf("server: stop registry: %w", err))
+		}
+		if err := s.notifier.Stop(ctx); err != nil {
+			s.stopErr = errors.Join(s.stopErr, fmt.Errorf("server: stop notifier: %w", err))
 		}
 		s.store.Close()
 		s.logger.InfoContext(ctx, "taskerd stopped")
@@ -203,11 +286,21 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	var runErr error
-	select {
-	case <-ctx.Done():
-		s.logger.Info("shutting down", slog.Duration("timeout", s.cfg.ShutdownTimeout))
-	case runErr = <-s.serveErr:
+wait:
+	for {
+		select {
+		case <-hup:
+			s.Reload()
+		case <-ctx.Done():
+			s.logger.Info("shutting down", slog.Duration("timeout", s.cfg.ShutdownTimeout))
+			break wait
+		case runErr = <-s.serveErr:
+			break wait
+		}
 	}
 	stopCtx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()

@@ -1,0 +1,365 @@
+// Package engine runs workflow steps: it claims runnable steps in batches,
+// runs their handlers with bounded concurrency, records outcomes in batched
+// transactions, retries with backoff, keeps leases so a dead replica's work
+// is taken over, and finalises tasks. It also creates tasks and carries out
+// manual actions (cancel, retry, resolve) through the same state machine.
+//
+// The engine knows nothing of HTTP, metrics or tracing: transitions leave it
+// as Events through an EventSink.
+package engine
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/taskerd/taskerd/internal/handler"
+	"github.com/taskerd/taskerd/internal/notifier"
+	"github.com/taskerd/taskerd/internal/registry"
+	"github.com/taskerd/taskerd/internal/store"
+)
+
+// Defaults.
+const (
+	DefaultMaxConcurrentSteps = 64
+	DefaultLeaseDuration      = 30 * time.Second
+	DefaultLeaseRenewInterval = 10 * time.Second
+	DefaultPollInterval       = 5 * time.Second
+	DefaultRescueInterval     = 5 * time.Second
+	DefaultFlushInterval      = 5 * time.Millisecond
+	DefaultFlushSize          = 500
+	DefaultMaxResultBytes     = 1 << 20
+	DefaultStagger            = 20 * time.Microsecond
+)
+
+// Templates is what the engine needs of the template registry.
+type Templates interface {
+	Resolve(ctx context.Context, namespace, name, version string) (*registry.Registered, error)
+	ByID(ctx context.Context, id int64) (*registry.Registered, error)
+}
+
+// Config configures an Engine.
+type Config struct {
+	// Store is the database; required.
+	Store *store.Store
+	// Templates resolves task templates; required.
+	Templates Templates
+	// Kinds are the handler kinds steps may name; required.
+	Kinds *handler.Kinds
+	// Notifier wakes the engine when steps become runnable elsewhere; nil
+	// means polling only.
+	Notifier *notifier.Notifier
+	// Schema names the notification channels; default "tasker".
+	Schema string
+	// ReplicaID identifies this replica in leases and transitions; default
+	// hostname-pid-random.
+	ReplicaID string
+	// MaxConcurrentSteps bounds the handlers running at once; default 64.
+	MaxConcurrentSteps int
+	// LeaseDuration is how long a claimed step is ours without renewal; default 30 s.
+	LeaseDuration time.Duration
+	// LeaseRenewInterval is how often running steps' leases are renewed; default 10 s.
+	LeaseRenewInterval time.Duration
+	// PollInterval is the fallback poll when no notification arrives; default 5 s.
+	PollInterval time.Duration
+	// RescueInterval is how often expired leases are looked for; default 5 s.
+	RescueInterval time.Duration
+	// FlushInterval bounds how long a finished attempt waits to be written; default 5 ms.
+	FlushInterval time.Duration
+	// FlushSize flushes early when this many outcomes wait; default 500.
+	FlushSize int
+	// MaxResultBytes caps a step's results; larger fails the step for good; default 1 MiB.
+	MaxResultBytes int
+	// Backoff is the retry policy for steps whose template sets none.
+	Backoff Backoff
+	// Stagger spaces the runnable times of steps of one task released
+	// together, so a huge fan-out interleaves with other tasks; default 20 µs.
+	Stagger time.Duration
+	// Events receives every transition; nil means none.
+	Events EventSink
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Engine runs steps on this replica.
+type Engine struct {
+	cfg           Config
+	store         *store.Store
+	logger        *slog.Logger
+	channel       string // NOTIFY channel for runnable steps
+	cancelChannel string // NOTIFY channel for cancelled tasks
+
+	slots    chan struct{}
+	outcomes chan outcome
+	wake     chan struct{}
+
+	mu      sync.Mutex
+	running map[uuid.UUID]*run
+	retryAt time.Time // earliest retry this replica scheduled
+
+	lifeMu    sync.Mutex
+	started   bool
+	stopOnce  sync.Once
+	abandoned atomic.Bool        // set by tests that simulate a crash
+	stopClaim context.CancelFunc // stops claiming, renewing, rescuing
+	stopRun   context.CancelFunc // cancels running handlers
+	loops     sync.WaitGroup
+	handlers  sync.WaitGroup
+	completer chan struct{} // closed when the completer has flushed everything
+	stopped   chan struct{}
+}
+
+type run struct {
+	ref    store.StepRef
+	cancel context.CancelCauseFunc
+}
+
+// New validates cfg and fills defaults.
+func New(cfg Config) (*Engine, error) {
+	switch {
+	case cfg.Store == nil:
+		return nil, errors.New("engine: Store is required")
+	case cfg.Templates == nil:
+		return nil, errors.New("engine: Templates is required")
+	case cfg.Kinds == nil:
+		return nil, errors.New("engine: Kinds is required")
+	}
+	cfg.Schema = cmp.Or(cfg.Schema, "tasker")
+	if cfg.ReplicaID == "" {
+		host, _ := os.Hostname()
+		cfg.ReplicaID = fmt.Sprintf("%s-%d-%s", cmp.Or(host, "taskerd"), os.Getpid(), uuid.NewString()[:8])
+	}
+	cfg.MaxConcurrentSteps = cmp.Or(cfg.MaxConcurrentSteps, DefaultMaxConcurrentSteps)
+	cfg.LeaseDuration = cmp.Or(cfg.LeaseDuration, DefaultLeaseDuration)
+	cfg.LeaseRenewInterval = cmp.Or(cfg.LeaseRenewInterval, min(DefaultLeaseRenewInterval, cfg.LeaseDuration/3))
+	cfg.PollInterval = cmp.Or(cfg.PollInterval, DefaultPollInterval)
+	cfg.RescueInterval = cmp.Or(cfg.RescueInterval, DefaultRescueInterval)
+	cfg.FlushInterval = cmp.Or(cfg.FlushInterval, DefaultFlushInterval)
+	cfg.FlushSize = cmp.Or(cfg.FlushSize, DefaultFlushSize)
+	cfg.MaxResultBytes = cmp.Or(cfg.MaxResultBytes, DefaultMaxResultBytes)
+	cfg.Stagger = cmp.Or(cfg.Stagger, DefaultStagger)
+	if cfg.Backoff == (Backoff{}) {
+		cfg.Backoff = DefaultBackoff
+	}
+	if cfg.MaxConcurrentSteps < 1 || cfg.LeaseRenewInterval >= cfg.LeaseDuration {
+		return nil, errors.New("engine: MaxConcurrentSteps must be positive and LeaseRenewInterval shorter than LeaseDuration")
+	}
+	logger := cmp.Or(cfg.Logger, slog.Default()).With(slog.String("component", "engine"), slog.String("replica", cfg.ReplicaID))
+	return &Engine{
+		cfg:           cfg,
+		store:         cfg.Store,
+		logger:        logger,
+		channel:       cfg.Schema + "_steps",
+		cancelChannel: cfg.Schema + "_task_cancel",
+		slots:         make(chan struct{}, cfg.MaxConcurrentSteps),
+		outcomes:      make(chan outcome, cfg.MaxConcurrentSteps+cfg.FlushSize),
+		wake:          make(chan struct{}, 1),
+		running:       map[uuid.UUID]*run{},
+	}, nil
+}
+
+// ReplicaID is this replica's identity in leases and transitions.
+func (e *Engine) ReplicaID() string { return e.cfg.ReplicaID }
+
+// Channel is the notification channel that announces runnable steps.
+func (e *Engine) Channel() string { return e.channel }
+
+// Start launches the claim loop, the completer, lease renewal and the
+// rescue of expired leases; it returns at once.
+func (e *Engine) Start(ctx context.Context) error {
+	e.lifeMu.Lock()
+	defer e.lifeMu.Unlock()
+	if e.started {
+		return nil
+	}
+	e.started = true
+	base := context.WithoutCancel(ctx)
+	claimCtx, stopClaim := context.WithCancel(base)
+	runCtx, stopRun := context.WithCancel(base)
+	e.stopClaim, e.stopRun = stopClaim, stopRun
+	e.completer = make(chan struct{})
+	e.stopped = make(chan struct{})
+
+	var wakeups <-chan string
+	var cancels <-chan string
+	if e.cfg.Notifier != nil {
+		var unsub1, unsub2 func()
+		wakeups, unsub1 = e.cfg.Notifier.Subscribe(e.channel)
+		cancels, unsub2 = e.cfg.Notifier.Subscribe(e.cancelChannel)
+		go func() { <-claimCtx.Done(); unsub1(); unsub2() }()
+	}
+	go e.complete()
+	e.loops.Add(4)
+	go func() { defer e.loops.Done(); e.claimLoop(claimCtx, runCtx, wakeups) }()
+	go func() { defer e.loops.Done(); e.renewLoop(claimCtx) }()
+	go func() { defer e.loops.Done(); e.rescueLoop(claimCtx) }()
+	go func() { defer e.loops.Done(); e.cancelLoop(claimCtx, cancels) }()
+	e.logger.InfoContext(ctx, "engine started", slog.Int("max_concurrent_steps", e.cfg.MaxConcurrentSteps))
+	return nil
+}
+
+// Stop stops claiming, waits for running handlers until ctx's deadline,
+// cancels those still running and hands their steps back, then writes every
+// outcome. Safe twice and before Start.
+func (e *Engine) Stop(ctx context.Context) error {
+	e.lifeMu.Lock()
+	started := e.started
+	e.lifeMu.Unlock()
+	if !started {
+		return nil
+	}
+	e.stopOnce.Do(func() { e.stop(ctx) })
+	<-e.stopped
+	return nil
+}
+
+func (e *Engine) stop(ctx context.Context) {
+	defer close(e.stopped)
+	e.stopClaim()
+	e.loops.Wait()
+
+	done := make(chan struct{})
+	go func() { e.handlers.Wait(); close(done) }()
+	wait := ctx.Done()
+	if e.abandoned.Load() {
+		wait = closedChan // a crashed engine waits for nothing
+	}
+	select {
+	case <-done:
+	case <-wait:
+		// Out of time: cancel the handlers and give their steps back so
+		// other replicas run them now rather than after the lease.
+		refs := e.runningRefs()
+		e.stopRun()
+		<-done
+		if len(refs) > 0 && !e.abandoned.Load() {
+			releaseCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			n, err := e.store.ReleaseSteps(releaseCtx, e.cfg.ReplicaID, refs, e.channel)
+			cancel()
+			if err != nil {
+				e.logger.Error("release steps on stop", slog.String("error", err.Error()))
+			} else {
+				e.logger.Info("released unfinished steps", slog.Int("steps", n))
+			}
+		}
+	}
+	e.stopRun()
+	close(e.outcomes)
+	<-e.completer
+	e.logger.Info("engine stopped")
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+func (e *Engine) runningRefs() []store.StepRef {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	refs := make([]store.StepRef, 0, len(e.running))
+	for _, r := range e.running {
+		refs = append(refs, r.ref)
+	}
+	return refs
+}
+
+// poke wakes the claim loop.
+func (e *Engine) poke() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// claimLoop claims as many steps as there are free slots, runs them, and
+// sleeps when nothing is runnable until a notification, a local wake-up, the
+// next scheduled retry or the poll interval.
+func (e *Engine) claimLoop(ctx, runCtx context.Context, wakeups <-chan string) {
+	errDelay := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		free := cap(e.slots) - len(e.slots)
+		if free == 0 {
+			// Wait for a slot: a finishing handler pokes.
+			select {
+			case <-ctx.Done():
+				return
+			case <-e.wake:
+			case <-time.After(e.cfg.PollInterval):
+			}
+			continue
+		}
+		steps, err := e.store.ClaimSteps(ctx, store.ClaimParams{Limit: free, Owner: e.cfg.ReplicaID, Lease: e.cfg.LeaseDuration})
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			e.logger.Warn("claim failed", slog.String("error", err.Error()), slog.Duration("retry_in", errDelay))
+			sleep(ctx, errDelay)
+			errDelay = min(errDelay*2, 5*time.Second)
+			continue
+		}
+		errDelay = 100 * time.Millisecond
+		if len(steps) > 0 {
+			e.claimed(ctx, runCtx, steps)
+		}
+		if len(steps) == free {
+			continue // probably more waiting
+		}
+		e.idle(ctx, wakeups)
+	}
+}
+
+// idle waits for a reason to claim again.
+func (e *Engine) idle(ctx context.Context, wakeups <-chan string) {
+	wait := e.cfg.PollInterval
+	e.mu.Lock()
+	retryAt := e.retryAt
+	e.mu.Unlock()
+	if !retryAt.IsZero() {
+		if d := time.Until(retryAt); d < wait {
+			wait = max(d, time.Millisecond)
+		}
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+	case <-e.wake:
+	case <-wakeups:
+	case <-timer.C:
+		e.mu.Lock()
+		if !e.retryAt.IsZero() && !time.Now().Before(e.retryAt) {
+			e.retryAt = time.Time{}
+		}
+		e.mu.Unlock()
+		// A retry scheduled by another replica wakes nobody: look when it
+		// is due rather than a whole poll interval later.
+		if next, err := e.store.NextRunnableAt(ctx, ""); err == nil && !next.IsZero() {
+			e.noteRetry(next)
+		}
+	}
+}
+
+// noteRetry remembers the earliest known future runnable time.
+func (e *Engine) noteRetry(at time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.retryAt.IsZero() || at.Before(e.retryAt) {
+		e.retryAt = at
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
