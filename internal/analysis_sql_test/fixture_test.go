@@ -1,5 +1,5 @@
 // Package analysissql_test tests the analysis SQL functions installed by
-// migration 00004 (get_step_readiness_status and friends) against fixtures
+// migration 00003 (get_step_readiness_status and friends) against fixtures
 // written straight into a freshly migrated database, bypassing the engine:
 // the functions are an oracle for the engine, so the tests must not depend
 // on it.

@@ -62,7 +62,7 @@ var wantObjects = map[string]string{
 	"get_system_health_counts":  "function",
 	"task_transition_is_legal":  "function",
 	"step_transition_is_legal":  "function",
-	// Tasker's analysis functions (00004).
+	// Tasker's analysis functions (00003).
 	"get_step_readiness_status":         "function",
 	"get_step_readiness_status_batch":   "function",
 	"get_task_execution_context":        "function",
