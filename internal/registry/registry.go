@@ -409,6 +409,11 @@ func (r *Registry) RegisterDefinition(ctx context.Context, def *Definition, opts
 	for i, s := range def.baseSteps {
 		steps[i] = store.NewNamedStep{Name: s.Name, Handler: s.Handler, Description: s.Description, HandlerConfig: s.HandlerConfig}
 	}
+	// Held from the write to the cache update: a Sync that read the live
+	// list before this commit must not overwrite the cache after it (it
+	// would bring back the replaced version and retire the new one).
+	r.syncMu.Lock()
+	defer r.syncMu.Unlock()
 	res, err := r.store.RegisterTemplate(ctx, store.NewTemplate{
 		Namespace: t.NamespaceName, Name: t.Name, Version: t.Version, Description: t.Description,
 		Document: def.Canonical, ContentHash: def.ContentHash, Steps: steps, Replace: opts.Replace,
@@ -456,6 +461,8 @@ func (r *Registry) cached(id int64) (*Registered, error) {
 // ErrInUse, unless force.
 func (r *Registry) Delete(ctx context.Context, namespace, name, version string, force bool) error {
 	full := FullName(namespace, name, version)
+	r.syncMu.Lock() // as in RegisterDefinition: no stale Sync may undo this
+	defer r.syncMu.Unlock()
 	res, err := r.store.DeleteTemplate(ctx, namespace, name, version, force)
 	if errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("%w: %s", ErrNotFound, full)
