@@ -3,20 +3,25 @@
 
 GO          ?= go
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+SWAG        := github.com/swaggo/swag/cmd/swag@v1.16.6
+# Where `make swagger` writes the OpenAPI document; the staleness test
+# points it at a temporary folder and compares.
+SWAGGER_OUT ?= docs/swagger
 PKG         := github.com/taskerd/taskerd
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT      ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS     := -s -w -X $(PKG)/internal/version.Version=$(VERSION) -X $(PKG)/internal/version.Commit=$(COMMIT)
 GOFILES      = $(shell git ls-files --cached --others --exclude-standard '*.go')
 
-.PHONY: dev test build check fmt-check vet staticcheck go-test postgres clean
+.PHONY: dev test build bench check fmt-check vet staticcheck go-test postgres chromium swagger events-doc e2e-ui clean
 
 ## dev: run taskerd on a private PostgreSQL under ./.taskerd/pg (Ctrl-C stops both)
 dev: postgres build
 	TASKER_LOG_FORMAT=$${TASKER_LOG_FORMAT:-text} ./bin/taskerd dev
 
 ## test: formatting, vet, staticcheck, then every test under -race on a real PostgreSQL
-test: postgres check go-test
+## (with Chromium installed when root, so the Swagger UI browser test runs too)
+test: postgres chromium check go-test
 
 ## build: the static binary in ./bin/taskerd
 build:
@@ -33,11 +38,36 @@ vet:
 staticcheck:
 	$(GO) run $(STATICCHECK) ./...
 
+# Tests keep their artifacts (the Swagger UI screenshots) in .test-output/.
 go-test:
-	$(GO) test -race -count=1 -timeout 15m ./...
+	@mkdir -p .test-output
+	$(GO) test -race -count=1 -timeout 15m -artifacts -outputdir $(CURDIR)/.test-output ./...
 
 postgres:
 	@./scripts/ensure-postgres.sh
+
+chromium:
+	@./scripts/ensure-chromium.sh >/dev/null
+
+## swagger: regenerate the OpenAPI document (docs/swagger) from the handlers' annotations
+swagger:
+	$(GO) run $(SWAG) init --quiet --generalInfo apidocs.go \
+		--dir internal/api,internal/registry,internal/health,internal/store,internal/workers,internal/webhooks,internal/events --parseInternal \
+		--overridesFile docs/swagger/overrides.swaggo --packageName swagger --output $(SWAGGER_OUT)
+
+## events-doc: regenerate docs/events.md from the event catalog (internal/events); a test fails when it is stale
+events-doc:
+	$(GO) run ./internal/events/gendoc docs/events.md
+
+## e2e-ui: open the Swagger UI in headless Chromium against the real binary (screenshot in .test-output/)
+e2e-ui: postgres chromium
+	@mkdir -p .test-output
+	$(GO) test -count=1 -run 'TestSwaggerUI' -artifacts -outputdir $(CURDIR)/.test-output ./cmd/taskerd/
+
+## bench: every benchmark workload through the real server, PostgreSQL with fsync on (a few minutes)
+bench: postgres build
+	mkdir -p docs/bench
+	./bin/taskerd bench --json docs/bench/latest.json --cpuprofile docs/bench/cpu.prof
 
 clean:
 	rm -rf bin

@@ -45,6 +45,8 @@ Usage:
   taskerd templates validate FILE|DIR…    check task template files (no database needed; exit 1 when invalid)
   taskerd templates list [flags]          list the registered task templates
   taskerd dev [flags]                     boot a private PostgreSQL under ./.taskerd/pg, migrate, serve
+  taskerd bench [--workload NAME] [--quick] [--json FILE]   run the benchmarks (see taskerd bench --help)
+  taskerd bench compare OLD.json NEW.json                    the change of every figure
   taskerd version                         print version, commit and Go version
 
 Run "taskerd COMMAND --help" for the settings of a command.
@@ -67,6 +69,8 @@ func run(ctx context.Context, args []string, env config.LookupEnv, stdout, stder
 		return runDev(ctx, rest, env, stdout, stderr)
 	case "templates":
 		return runTemplates(ctx, rest, env, stdout, stderr)
+	case "bench":
+		return runBench(ctx, rest, env, stdout, stderr)
 	case "version", "--version", "-v":
 		return runVersion(stdout)
 	case "help", "--help", "-h":

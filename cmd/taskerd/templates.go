@@ -53,7 +53,12 @@ func runTemplatesValidate(args []string, env config.LookupEnv, stdout, stderr io
 		fmt.Fprintln(stderr, "taskerd templates validate: name at least one file or folder")
 		return exitUsage
 	}
-	kinds, err := handler.NewKinds(handler.Builtins()...)
+	httpKind, err := handler.NewHTTP(handler.HTTPConfig{})
+	if err != nil {
+		fmt.Fprintf(stderr, "taskerd templates validate: %v\n", err)
+		return exitError
+	}
+	kinds, err := handler.NewKinds(append(handler.Builtins(), httpKind, handler.NewSubtask())...)
 	if err != nil {
 		fmt.Fprintf(stderr, "taskerd templates validate: %v\n", err)
 		return exitError

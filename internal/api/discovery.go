@@ -20,23 +20,39 @@ type discoveryHandlers struct {
 
 type namespacesResponse struct {
 	Namespaces      []registry.NamespaceSummary `json:"namespaces"`
-	TotalNamespaces int                         `json:"total_namespaces"`
+	TotalNamespaces int                         `json:"total_namespaces" example:"2"`
 }
 
 // namespaces answers GET /handlers.
+//
+//	@Summary		List namespaces
+//	@Description	The namespaces that have live templates, with how many templates each holds (Tasker's handler discovery).
+//	@Tags			handlers
+//	@Produce		json
+//	@Success		200	{object}	namespacesResponse
+//	@Router			/handlers [get]
 func (h *discoveryHandlers) namespaces(w http.ResponseWriter, r *http.Request) {
 	ns := h.registry.Namespaces()
 	WriteJSON(w, http.StatusOK, namespacesResponse{Namespaces: ns, TotalNamespaces: len(ns)})
 }
 
 type namespaceResponse struct {
-	Namespace     string                    `json:"namespace"`
+	Namespace     string                    `json:"namespace" example:"shop"`
 	Handlers      []registry.HandlerSummary `json:"handlers"`
-	TotalHandlers int                       `json:"total_handlers"`
+	TotalHandlers int                       `json:"total_handlers" example:"3"`
 }
 
 // namespace answers GET /handlers/{namespace}; 404 for a namespace without
 // live templates.
+//
+//	@Summary		List a namespace's templates
+//	@Description	The templates of a namespace, each with its live versions.
+//	@Tags			handlers
+//	@Produce		json
+//	@Param			namespace	path		string	true	"Namespace"	example(shop)
+//	@Success		200			{object}	namespaceResponse
+//	@Failure		404			{object}	Problem	"No live templates in this namespace"
+//	@Router			/handlers/{namespace} [get]
 func (h *discoveryHandlers) namespace(w http.ResponseWriter, r *http.Request) {
 	ns := chi.URLParam(r, "namespace")
 	hs, err := h.registry.Handlers(ns)
@@ -69,6 +85,17 @@ type handlerResponse struct {
 
 // handler answers GET /handlers/{namespace}/{name}?version= (default, or
 // "latest": the highest live version).
+//
+//	@Summary		Show a template
+//	@Description	One template version with its steps and dependency graph: nodes, edges, levels, execution order and a Mermaid drawing.
+//	@Tags			handlers
+//	@Produce		json
+//	@Param			namespace	path		string	true	"Namespace"									example(shop)
+//	@Param			name		path		string	true	"Name"										example(checkout)
+//	@Param			version		query		string	false	"Version; default (or latest) the highest"	example(1.0.0)
+//	@Success		200			{object}	handlerResponse
+//	@Failure		404			{object}	Problem	"No such template or version"
+//	@Router			/handlers/{namespace}/{name} [get]
 func (h *discoveryHandlers) handler(w http.ResponseWriter, r *http.Request) {
 	version := r.URL.Query().Get("version")
 	if version == "latest" {

@@ -15,12 +15,27 @@ type healthHandlers struct {
 }
 
 // live answers 200 while the process serves.
+//
+//	@Summary		Liveness
+//	@Description	200 while the process serves; touches nothing else, so a slow database never gets the pod restarted.
+//	@Tags			health
+//	@Produce		json
+//	@Success		200	{object}	health.LiveReport
+//	@Router			/health/live [get]
 func (h *healthHandlers) live(w http.ResponseWriter, r *http.Request) {
 	WriteJSON(w, http.StatusOK, h.checker.Live())
 }
 
 // ready answers 200 when this replica can take traffic, else 503 with the
 // failed checks. It is open to everyone: Kubernetes probes carry no token.
+//
+//	@Summary		Readiness
+//	@Description	200 when the database answers within the ready timeout and the schema is recent enough; 503 with failed_checks otherwise, and from the moment shutdown begins.
+//	@Tags			health
+//	@Produce		json
+//	@Success		200	{object}	health.ReadyReport
+//	@Failure		503	{object}	health.ReadyReport	"Not ready"
+//	@Router			/health/ready [get]
 func (h *healthHandlers) ready(w http.ResponseWriter, r *http.Request) {
 	rep := h.checker.Ready(r.Context())
 	status := http.StatusOK
@@ -31,6 +46,14 @@ func (h *healthHandlers) ready(w http.ResponseWriter, r *http.Request) {
 }
 
 // status summarises tasks, steps, retries and connections.
+//
+//	@Summary		System status
+//	@Description	Task and step counts by state, retry figures and connection use, from get_system_health_counts(); cached (TASKER_STATUS_CACHE, 15 s by default).
+//	@Tags			health
+//	@Produce		json
+//	@Success		200	{object}	health.StatusReport
+//	@Failure		503	{object}	Problem	"Database unavailable or not migrated"
+//	@Router			/health/status [get]
 func (h *healthHandlers) status(w http.ResponseWriter, r *http.Request) {
 	rep, err := h.checker.Status(r.Context())
 	switch {

@@ -39,27 +39,30 @@ const statusClientClosedRequest = 499
 // WriteError answer with it unchanged.
 type Problem struct {
 	// Type identifies the kind of problem: "urn:taskerd:problem:<slug>".
-	Type string `json:"type"`
+	Type string `json:"type" example:"urn:taskerd:problem:validation-failed"`
 	// Title is a short summary that is the same for every problem of a Type.
-	Title string `json:"title"`
+	Title string `json:"title" example:"Validation Failed"`
 	// Status is the HTTP status code of the response.
-	Status int `json:"status"`
+	Status int `json:"status" example:"422"`
 	// Detail explains this occurrence in words a person can act on.
-	Detail string `json:"detail,omitempty"`
+	Detail string `json:"detail,omitempty" example:"the task request is not valid"`
 	// Instance is the request path; WriteProblem fills it when empty.
-	Instance string `json:"instance,omitempty"`
+	Instance string `json:"instance,omitempty" example:"/tasker/tasks"`
 	// RequestID correlates the response with server logs; WriteProblem fills it when empty.
-	RequestID string `json:"request_id,omitempty"`
+	RequestID string `json:"request_id,omitempty" example:"0190f8c4-5a8b-7c3e-9b1a-2f4e6d8c0a99"`
 	// Errors lists the offending fields of the request body, one per field.
 	Errors []FieldError `json:"errors,omitempty"`
 }
 
-// FieldError names one invalid field of a request body.
+// FieldError names one invalid field of a request body, or one invalid
+// query parameter.
 type FieldError struct {
 	// Pointer is an RFC 6901 JSON pointer into the request body, e.g. "/step_templates/3/name".
-	Pointer string `json:"pointer"`
+	Pointer string `json:"pointer,omitempty" example:"/context/order_id"`
+	// Parameter names the offending query parameter, for errors outside the body.
+	Parameter string `json:"parameter,omitempty" example:"limit"`
 	// Detail says what is wrong with the field.
-	Detail string `json:"detail"`
+	Detail string `json:"detail" example:"context/order_id: expected string, got number"`
 }
 
 // Error returns the status, title and detail, so a Problem logged as an error reads well.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -20,13 +21,18 @@ import (
 	"github.com/taskerd/taskerd/internal/registry"
 	"github.com/taskerd/taskerd/internal/store"
 	"github.com/taskerd/taskerd/internal/testdb"
+	"github.com/taskerd/taskerd/internal/workers"
 )
 
 // newTaskServer is the whole API (registry and engine) on its own database.
 func newTaskServer(t *testing.T) templateServer {
 	t.Helper()
 	dsn := testdb.New(t)
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var logOut io.Writer = io.Discard
+	if os.Getenv("TASKER_TEST_LOG") != "" {
+		logOut = os.Stderr // to see why a request failed
+	}
+	logger := slog.New(slog.NewTextHandler(logOut, nil))
 	st, err := store.New(store.Config{DatabaseURL: dsn, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
@@ -49,8 +55,12 @@ func newTaskServer(t *testing.T) templateServer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	remote, err := workers.New(workers.Config{Store: st, Steps: eng, Templates: reg, Notifier: notes, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
-	for _, start := range []func(context.Context) error{reg.Start, eng.Start, notes.Start} {
+	for _, start := range []func(context.Context) error{reg.Start, eng.Start, remote.Start, notes.Start} {
 		if err := start(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -58,6 +68,7 @@ func newTaskServer(t *testing.T) templateServer {
 	t.Cleanup(func() {
 		stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
+		_ = remote.Stop(stopCtx)
 		_ = eng.Stop(stopCtx)
 		_ = reg.Stop(stopCtx)
 		_ = notes.Stop(stopCtx)
@@ -66,13 +77,13 @@ func newTaskServer(t *testing.T) templateServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := api.New(api.Config{Health: checker, Registry: reg, Engine: eng, Logger: logger})
+	h, err := api.New(api.Config{Health: checker, Registry: reg, Engine: eng, Store: st, Workers: remote, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return templateServer{url: srv.URL + api.BasePath, dsn: dsn}
+	return templateServer{url: srv.URL + api.BasePath, dsn: dsn, handler: h}
 }
 
 func (s templateServer) register(t *testing.T, yaml string) {

@@ -23,10 +23,10 @@ type templateHandlers struct {
 // templateResponse is the body of a successful registration.
 type templateResponse struct {
 	// Result is "created", "unchanged" or "replaced".
-	Result      string             `json:"result"`
-	ID          int64              `json:"id"`
-	FullName    string             `json:"full_name"`
-	ContentHash string             `json:"content_hash"`
+	Result      string             `json:"result" enums:"created,unchanged,replaced" example:"created"`
+	ID          int64              `json:"id" example:"7"`
+	FullName    string             `json:"full_name" example:"shop.checkout@1.0.0"`
+	ContentHash string             `json:"content_hash" example:"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"`
 	Template    *registry.Template `json:"template"`
 }
 
@@ -34,6 +34,24 @@ type templateResponse struct {
 // (by Content-Type); ?replace=true supersedes a different template at the
 // same version. 201 created, 200 unchanged or replaced, 409 conflict, 422
 // invalid with every error.
+//
+//	@Summary		Register a task template
+//	@Description	Registers a template, written in YAML (Content-Type application/yaml) or JSON, in the format of docs/templates.md. Registering the same template again is a no-op (200, result unchanged); a different template at a registered version is a 409 unless replace=true (200, result replaced). Every validation error is listed with a JSON pointer into the document (422).
+//	@Tags			templates
+//	@Accept			application/yaml
+//	@Accept			json
+//	@Produce		json
+//	@Param			replace		query		bool	false	"Supersede a different template registered at the same version"
+//	@Param			template	body		string	true	"The template, YAML or JSON"	schemaExample(namespace_name: shop\nname: checkout\nversion: 1.0.0\ndescription: Take an order from cart to confirmation\nstep_templates:\n  - name: validate\n    handler: noop\n  - name: charge\n    handler: echo\n    depends_on_step: validate\n    inputs: {gateway: primary}\n  - name: gift_wrap\n    handler: noop\n    skippable: true\n    depends_on_step: validate\n  - name: confirm\n    handler: noop\n    depends_on_steps: [charge, gift_wrap]\n)
+//	@Success		201			{object}	templateResponse	"Created"
+//	@Success		200			{object}	templateResponse	"Unchanged, or replaced"
+//	@Header			201			{string}	Location			"/tasker/handlers/{namespace}/{name}?version={version}"
+//	@Failure		400			{object}	Problem				"Unreadable document or bad replace"
+//	@Failure		409			{object}	Problem				"Another template is registered at this version"
+//	@Failure		413			{object}	Problem				"Body too large"
+//	@Failure		415			{object}	Problem				"Neither YAML nor JSON"
+//	@Failure		422			{object}	Problem				"Invalid template, every error listed"
+//	@Router			/templates [post]
 func (h *templateHandlers) register(w http.ResponseWriter, r *http.Request) {
 	format, err := registry.FormatForContentType(r.Header.Get("Content-Type"))
 	if err != nil {
@@ -73,6 +91,20 @@ func (h *templateHandlers) register(w http.ResponseWriter, r *http.Request) {
 // remove answers DELETE /templates/{namespace}/{name}/{version}: a soft
 // delete (204). 409 while unfinished tasks use the version, unless
 // ?force=true; 404 when no live version matches.
+//
+//	@Summary		Retire a task template version
+//	@Description	Soft-deletes one version: existing tasks keep it, new tasks cannot use it. 409 while unfinished tasks use it, unless force=true.
+//	@Tags			templates
+//	@Produce		json
+//	@Param			namespace	path	string	true	"Namespace"	example(shop)
+//	@Param			name		path	string	true	"Name"		example(checkout)
+//	@Param			version		path	string	true	"Version"	example(1.0.0)
+//	@Param			force		query	bool	false	"Retire even while unfinished tasks use it"
+//	@Success		204
+//	@Failure		400	{object}	Problem	"Bad force"
+//	@Failure		404	{object}	Problem	"No live version matches"
+//	@Failure		409	{object}	Problem	"Unfinished tasks use it"
+//	@Router			/templates/{namespace}/{name}/{version} [delete]
 func (h *templateHandlers) remove(w http.ResponseWriter, r *http.Request) {
 	force, err := boolParam(r, "force")
 	if err != nil {

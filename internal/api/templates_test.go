@@ -27,6 +27,8 @@ import (
 type templateServer struct {
 	url string
 	dsn string
+	// handler is the API itself, for tests that walk its routes.
+	handler http.Handler
 }
 
 func newTemplateServer(t *testing.T) templateServer {

@@ -11,10 +11,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/taskerd/taskerd/internal/handler"
 	"github.com/taskerd/taskerd/internal/migrate"
 )
 
@@ -38,10 +40,15 @@ type Config struct {
 	HTTPReadTimeout       time.Duration
 	HTTPWriteTimeout      time.Duration
 	HTTPIdleTimeout       time.Duration
+	CORSOrigins           []string
 	MaxConcurrentSteps    int
 	LeaseDuration         time.Duration
 	PollInterval          time.Duration
 	MaxResultBytes        int
+	HTTPDenyCIDRs         []netip.Prefix
+	EventBuffer           int
+	WebhookTimeout        time.Duration
+	WebhookMaxAttempts    int
 	ReplicaID             string
 	PGDir                 string
 	PGPort                int
@@ -117,6 +124,20 @@ var Settings = []Setting{
 		set: func(c *Config, v string) error { return positiveDuration(&c.HTTPWriteTimeout, v) }},
 	{Flag: "http-idle-timeout", Env: "TASKER_HTTP_IDLE_TIMEOUT", Default: "120s", Usage: "how long an idle keep-alive connection stays open",
 		set: func(c *Config, v string) error { return positiveDuration(&c.HTTPIdleTimeout, v) }},
+	{Flag: "cors-origins", Env: "TASKER_CORS_ORIGINS", Usage: "comma-separated origins whose pages may call the API from a browser (https://ops.example.com, or *); empty: CORS off",
+		set: func(c *Config, v string) error {
+			c.CORSOrigins = nil
+			for o := range strings.SplitSeq(v, ",") {
+				if o = strings.TrimSpace(o); o == "" {
+					continue
+				}
+				if o != "*" && !strings.HasPrefix(o, "http://") && !strings.HasPrefix(o, "https://") {
+					return fmt.Errorf("%q is not an origin such as https://ops.example.com, or *", o)
+				}
+				c.CORSOrigins = append(c.CORSOrigins, o)
+			}
+			return nil
+		}},
 	{Flag: "max-concurrent-steps", Env: "TASKER_MAX_CONCURRENT_STEPS", Default: "64", Usage: "step handlers this replica runs at once",
 		set: func(c *Config, v string) error {
 			n, err := intIn(v, 1, 100000)
@@ -141,6 +162,27 @@ var Settings = []Setting{
 			c.MaxResultBytes = n
 			return err
 		}},
+	{Flag: "http-deny-cidrs", Env: "TASKER_HTTP_DENY_CIDRS", Default: joinPrefixes(handler.DefaultDenyCIDRs),
+		Usage: "networks http steps and webhooks may not call (link-local and cloud metadata); none: no limit",
+		set: func(c *Config, v string) error {
+			p, err := handler.ParseCIDRs(v)
+			c.HTTPDenyCIDRs = p
+			return err
+		}},
+	{Flag: "event-buffer", Env: "TASKER_EVENT_BUFFER", Default: "10000", Usage: "events each event subscriber (metrics, traces, logs, webhooks) may queue; beyond, events are dropped and counted",
+		set: func(c *Config, v string) error {
+			n, err := intIn(v, 100, 10_000_000)
+			c.EventBuffer = n
+			return err
+		}},
+	{Flag: "webhook-timeout", Env: "TASKER_WEBHOOK_TIMEOUT", Default: "10s", Usage: "how long a webhook receiver has to answer one delivery",
+		set: func(c *Config, v string) error { return positiveDuration(&c.WebhookTimeout, v) }},
+	{Flag: "webhook-max-attempts", Env: "TASKER_WEBHOOK_MAX_ATTEMPTS", Default: "10", Usage: "attempts per webhook delivery (backoff 5s doubling, capped at 1h) before it fails for good",
+		set: func(c *Config, v string) error {
+			n, err := intIn(v, 1, 100)
+			c.WebhookMaxAttempts = n
+			return err
+		}},
 	{Flag: "replica-id", Env: "TASKER_REPLICA_ID", Usage: "this replica's name in leases and transitions (default: host-pid-random)",
 		set: func(c *Config, v string) error { c.ReplicaID = v; return nil }},
 	{Flag: "pg-dir", Env: "TASKER_PG_DIR", Default: ".taskerd/pg", Usage: "dev: folder of the private PostgreSQL cluster",
@@ -159,8 +201,9 @@ var Settings = []Setting{
 var Server = []string{
 	"database-url", "http-addr", "log-level", "log-format", "shutdown-timeout", "db-schema", "db-max-conns",
 	"max-body-bytes", "env", "templates-dir", "migrate", "ready-timeout", "status-cache",
-	"http-read-header-timeout", "http-read-timeout", "http-write-timeout", "http-idle-timeout",
+	"http-read-header-timeout", "http-read-timeout", "http-write-timeout", "http-idle-timeout", "cors-origins",
 	"max-concurrent-steps", "lease-duration", "poll-interval", "max-result-bytes", "replica-id",
+	"http-deny-cidrs", "event-buffer", "webhook-timeout", "webhook-max-attempts",
 }
 
 // Dev lists the settings of `taskerd dev`: the server's, less the database
@@ -281,6 +324,14 @@ func (p *Parser) Parse(args []string, env LookupEnv) (*Config, error) {
 		}
 	}
 	return c, nil
+}
+
+func joinPrefixes(ps []netip.Prefix) string {
+	parts := make([]string, len(ps))
+	for i, p := range ps {
+		parts[i] = p.String()
+	}
+	return strings.Join(parts, ",")
 }
 
 func oneOf(v string, allowed ...string) error {

@@ -72,6 +72,7 @@ func TestBadSettings(t *testing.T) {
 		{"TASKER_DB_MAX_CONNS", "1", "from 2"},
 		{"TASKER_MAX_BODY_BYTES", "lots", "whole number"},
 		{"TASKER_MIGRATE", "maybe", "true or false"},
+		{"TASKER_HTTP_DENY_CIDRS", "10.0.0.0/33", "neither a CIDR"},
 	} {
 		_, err := parse(t, config.Server, nil, map[string]string{tc.env: tc.value})
 		var cerr *config.Error

@@ -3,39 +3,82 @@ package engine
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/taskerd/taskerd/internal/store"
 )
 
 // complete buffers finished attempts and writes them in batches: one
 // transaction per flush, when FlushSize outcomes wait or FlushInterval after
-// the first one arrived. The WAL flush per commit, not per step, is then
-// the ceiling. It returns once the outcome channel is closed and drained.
+// the first one arrived. Up to Flushers flushes run at once, so one batch is
+// written while the previous waits for its commit; the WAL flush per commit,
+// not per step, is then the ceiling. Concurrent flushes cannot deadlock each
+// other: each locks its steps, then their children, then their tasks, every
+// set in id order. It returns once the outcome channel is closed and every
+// outcome is written (or given up on after a bounded time).
 func (e *Engine) complete() {
 	defer close(e.completer)
 	var buf []outcome
 	var timer <-chan time.Time
+	slots := make(chan struct{}, e.cfg.Flushers)
+	failed := make(chan []outcome, e.cfg.Flushers)
+	finished := make(chan struct{}, e.cfg.Flushers)
+	var inflight sync.WaitGroup
+	dispatch := func() {
+		select {
+		case slots <- struct{}{}:
+		default:
+			// Every flusher is busy: keep buffering (the next batch is
+			// bigger, which is what a busy database wants); a finishing
+			// flush dispatches it.
+			return
+		}
+		batch := buf
+		buf = nil
+		timer = nil
+		inflight.Add(1)
+		go func() {
+			defer inflight.Done()
+			if left := e.flush(batch); len(left) > 0 {
+				failed <- left
+			}
+			<-slots
+			finished <- struct{}{}
+		}()
+	}
 	for {
 		select {
 		case o, ok := <-e.outcomes:
 			if !ok {
+				inflight.Wait()
+				close(failed)
+				for left := range failed {
+					buf = append(buf, left...)
+				}
 				e.flushAll(buf)
 				return
 			}
 			buf = append(buf, o)
 			if len(buf) >= e.cfg.FlushSize {
-				buf = e.flush(buf)
-				timer = nil
+				dispatch()
 			} else if timer == nil {
 				timer = time.After(e.cfg.FlushInterval)
 			}
+		case <-finished:
+			if len(buf) > 0 && timer == nil {
+				dispatch()
+			}
+		case left := <-failed:
+			// The write failed: try again soon, keeping the outcomes.
+			buf = append(left, buf...)
+			timer = time.After(500 * time.Millisecond)
 		case <-timer:
-			buf = e.flush(buf)
 			timer = nil
 			if len(buf) > 0 {
-				// The write failed: try again soon, keeping the outcomes.
-				timer = time.After(500 * time.Millisecond)
+				dispatch()
 			}
 		}
 	}
@@ -68,10 +111,22 @@ func (e *Engine) flush(buf []outcome) []outcome {
 			p.Completions = append(p.Completions, store.Completion{StepID: o.ref.StepID, Attempt: o.ref.Attempt, Results: o.results})
 		}
 	}
+	var events []Event
+	var held []uuid.UUID
 	if e.cfg.Events != nil {
 		p.InTx = func(ctx context.Context, tx store.Tx, r *store.FinishResult) error {
-			return e.cfg.Events.InTx(ctx, tx, finishEvents(r))
+			events = finishEvents(r, buf)
+			if err := e.cfg.Events.InTx(ctx, tx, events); err != nil {
+				return err
+			}
+			// Held from just before the commit until published (a retried
+			// transaction holds anew).
+			e.order.release(held)
+			held = changedTasks(r)
+			e.order.hold(held)
+			return nil
 		}
+		defer func() { e.order.release(held) }()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -79,6 +134,13 @@ func (e *Engine) flush(buf []outcome) []outcome {
 	if err != nil {
 		e.logger.Warn("writing finished steps failed; will retry", slog.Int("outcomes", len(buf)), slog.String("error", err.Error()))
 		return buf
+	}
+	if e.cfg.Events != nil {
+		// Published before waking the claim loop, so that a step's
+		// completion precedes its children's claims.
+		e.cfg.Events.Committed(ctx, events)
+		e.order.release(held)
+		held = nil
 	}
 	if res.BecameRunnable > 0 {
 		e.poke()
@@ -88,9 +150,6 @@ func (e *Engine) flush(buf []outcome) []outcome {
 	}
 	if len(res.Retried) > 0 {
 		e.poke() // re-plan the idle timer around the new retry time
-	}
-	if e.cfg.Events != nil {
-		e.cfg.Events.Committed(ctx, finishEvents(res))
 	}
 	return nil
 }

@@ -36,6 +36,7 @@ const (
 	DefaultRescueInterval     = 5 * time.Second
 	DefaultFlushInterval      = 5 * time.Millisecond
 	DefaultFlushSize          = 500
+	DefaultFlushers           = 1
 	DefaultMaxResultBytes     = 1 << 20
 	DefaultStagger            = 20 * time.Microsecond
 )
@@ -76,6 +77,10 @@ type Config struct {
 	FlushInterval time.Duration
 	// FlushSize flushes early when this many outcomes wait; default 500.
 	FlushSize int
+	// Flushers is how many flushes may run at once; default 1 (measured:
+	// concurrent flushes of one replica contend on shared task rows and
+	// fan-in children, and lose more than they gain).
+	Flushers int
 	// MaxResultBytes caps a step's results; larger fails the step for good; default 1 MiB.
 	MaxResultBytes int
 	// Backoff is the retry policy for steps whose template sets none.
@@ -100,6 +105,10 @@ type Engine struct {
 	slots    chan struct{}
 	outcomes chan outcome
 	wake     chan struct{}
+
+	decorator StepDecorator // cfg.Events, when it decorates steps
+	txFilter  TxFilter      // cfg.Events, when it says which events need a transaction
+	order     publishOrder  // a task's events in causal order across goroutines
 
 	mu      sync.Mutex
 	running map[uuid.UUID]*run
@@ -144,6 +153,7 @@ func New(cfg Config) (*Engine, error) {
 	cfg.RescueInterval = cmp.Or(cfg.RescueInterval, DefaultRescueInterval)
 	cfg.FlushInterval = cmp.Or(cfg.FlushInterval, DefaultFlushInterval)
 	cfg.FlushSize = cmp.Or(cfg.FlushSize, DefaultFlushSize)
+	cfg.Flushers = cmp.Or(cfg.Flushers, DefaultFlushers)
 	cfg.MaxResultBytes = cmp.Or(cfg.MaxResultBytes, DefaultMaxResultBytes)
 	cfg.Stagger = cmp.Or(cfg.Stagger, DefaultStagger)
 	if cfg.Backoff == (Backoff{}) {
@@ -153,7 +163,11 @@ func New(cfg Config) (*Engine, error) {
 		return nil, errors.New("engine: MaxConcurrentSteps must be positive and LeaseRenewInterval shorter than LeaseDuration")
 	}
 	logger := cmp.Or(cfg.Logger, slog.Default()).With(slog.String("component", "engine"), slog.String("replica", cfg.ReplicaID))
+	decorator, _ := cfg.Events.(StepDecorator)
+	txFilter, _ := cfg.Events.(TxFilter)
 	return &Engine{
+		decorator:     decorator,
+		txFilter:      txFilter,
 		cfg:           cfg,
 		store:         cfg.Store,
 		logger:        logger,
@@ -171,6 +185,26 @@ func (e *Engine) ReplicaID() string { return e.cfg.ReplicaID }
 
 // Channel is the notification channel that announces runnable steps.
 func (e *Engine) Channel() string { return e.channel }
+
+// RunningSteps is how many handlers run on this replica now.
+func (e *Engine) RunningSteps() int { return len(e.slots) }
+
+// wantsTx reports whether the event sink needs a transaction for any of
+// the named events (all of them when it does not say).
+func (e *Engine) wantsTx(names ...string) bool {
+	if e.cfg.Events == nil {
+		return false
+	}
+	if e.txFilter == nil {
+		return true
+	}
+	for _, n := range names {
+		if e.txFilter.WantsTx(n) {
+			return true
+		}
+	}
+	return false
+}
 
 // Start launches the claim loop, the completer, lease renewal and the
 // rescue of expired leases; it returns at once.
@@ -282,6 +316,7 @@ func (e *Engine) poke() {
 // next scheduled retry or the poll interval.
 func (e *Engine) claimLoop(ctx, runCtx context.Context, wakeups <-chan string) {
 	errDelay := 100 * time.Millisecond
+	hadWork := false
 	for ctx.Err() == nil {
 		free := cap(e.slots) - len(e.slots)
 		if free == 0 {
@@ -294,7 +329,15 @@ func (e *Engine) claimLoop(ctx, runCtx context.Context, wakeups <-chan string) {
 			}
 			continue
 		}
-		steps, err := e.store.ClaimSteps(ctx, store.ClaimParams{Limit: free, Owner: e.cfg.ReplicaID, Lease: e.cfg.LeaseDuration})
+		p := store.ClaimParams{Limit: free, Owner: e.cfg.ReplicaID, Lease: e.cfg.LeaseDuration}
+		var events []Event
+		if e.wantsTx(eventName(false, "pending", "in_progress"), eventName(true, "pending", "in_progress"), EventViableStepsDiscovered, EventStepsExecutionStarted) {
+			p.InTx = func(ctx context.Context, tx store.Tx, steps []store.ClaimedStep) error {
+				events = claimEvents(steps)
+				return e.cfg.Events.InTx(ctx, tx, events)
+			}
+		}
+		steps, err := e.store.ClaimSteps(ctx, p)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -306,8 +349,12 @@ func (e *Engine) claimLoop(ctx, runCtx context.Context, wakeups <-chan string) {
 		}
 		errDelay = 100 * time.Millisecond
 		if len(steps) > 0 {
-			e.claimed(ctx, runCtx, steps)
+			e.claimed(ctx, runCtx, steps, events)
+		} else if hadWork && e.cfg.Events != nil {
+			// This replica's ready queue just ran dry.
+			e.cfg.Events.Committed(ctx, []Event{{Name: EventNoViableSteps, Time: time.Now()}})
 		}
+		hadWork = len(steps) > 0
 		if len(steps) == free {
 			continue // probably more waiting
 		}

@@ -22,6 +22,16 @@ type outcome struct {
 	failed    bool
 	retryable bool
 	delay     time.Duration
+	// detached: the handler handed the attempt over (handler.ErrDetached,
+	// a subtask waiting for its child); nothing is written for it.
+	detached bool
+
+	// For events: the claim, when the handler started and how long it ran,
+	// and the custom events it emitted.
+	step    *store.ClaimedStep
+	started time.Time
+	elapsed time.Duration
+	custom  []handler.CustomEvent
 }
 
 // Causes of a handler's context ending early.
@@ -30,15 +40,30 @@ var (
 	errTaskCancelled = errors.New("the task was cancelled")
 )
 
-// claimed starts a handler for each claimed step.
-func (e *Engine) claimed(ctx, runCtx context.Context, steps []store.ClaimedStep) {
-	var events []Event
+// claimed starts a handler for each claimed step. events are the claim's,
+// when its transaction already built them.
+func (e *Engine) claimed(ctx, runCtx context.Context, steps []store.ClaimedStep, events []Event) {
+	var published chan struct{} // closed once a late claim's events are out
+	if e.cfg.Events != nil {
+		// Published before any handler starts, so that a step's claim
+		// precedes its step.before_handle; after the events of the change
+		// that made it runnable, when that one is still publishing.
+		if events == nil {
+			events = claimEvents(steps)
+		}
+		if e.order.blocked(steps) {
+			published = make(chan struct{})
+			go func() {
+				e.order.wait(steps, 5*time.Second)
+				e.cfg.Events.Committed(ctx, events)
+				close(published)
+			}()
+		} else {
+			e.cfg.Events.Committed(ctx, events)
+		}
+	}
 	for _, s := range steps {
 		ref := store.StepRef{StepID: s.StepID, TaskID: s.TaskID, Attempt: s.Attempt}
-		if s.TaskStarted {
-			events = append(events, taskEvent(s.TaskID, "pending", "in_progress", ""))
-		}
-		events = append(events, stepEvent(ref, "pending", "in_progress", ""))
 		e.slots <- struct{}{}
 		stepCtx, cancel := context.WithCancelCause(runCtx)
 		e.mu.Lock()
@@ -47,18 +72,21 @@ func (e *Engine) claimed(ctx, runCtx context.Context, steps []store.ClaimedStep)
 		e.handlers.Add(1)
 		go func() {
 			defer e.handlers.Done()
+			if published != nil {
+				<-published
+			}
 			o := e.execute(stepCtx, s, ref)
+			o.step = &s
 			cancel(nil)
 			e.mu.Lock()
 			delete(e.running, s.StepID)
 			e.mu.Unlock()
-			e.outcomes <- o
+			if !o.detached {
+				e.outcomes <- o
+			}
 			<-e.slots
 			e.poke()
 		}()
-	}
-	if e.cfg.Events != nil {
-		e.cfg.Events.Committed(ctx, events)
 	}
 }
 
@@ -84,11 +112,44 @@ func (e *Engine) execute(ctx context.Context, s store.ClaimedStep, ref store.Ste
 	}
 	hctx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("step timed out after %s", timeout))
 	defer cancel()
-	results, err := safeHandle(hctx, kind, handler.Step{
+	step := handler.Step{
 		TaskID: s.TaskID, StepID: s.StepID, Namespace: s.Namespace, TaskName: s.TaskName, TaskVersion: s.TaskVersion,
 		StepName: s.Name, Attempt: s.Attempt, Context: s.Context, Inputs: s.Inputs, Parents: s.Parents,
 		Config: tmpl.HandlerConfig, CorrelationID: s.CorrelationID, Traceparent: s.Traceparent,
-	})
+	}
+	if e.cfg.Events == nil {
+		results, err := safeHandle(hctx, kind, step)
+		return e.handled(hctx, ref, tmpl, results, err)
+	}
+	var recorder *handler.EventRecorder
+	if len(tmpl.CustomEvents) > 0 || len(reg.Template.CustomEvents) > 0 {
+		recorder = handler.NewEventRecorder(tmpl.CustomEvents, reg.Template.CustomEvents)
+		step.Emit = recorder.Emit
+	}
+	if e.decorator != nil {
+		hctx, step = e.decorator.DecorateStep(hctx, step)
+	}
+	started := time.Now()
+	e.cfg.Events.Committed(ctx, []Event{handleEvent(EventStepBeforeHandle, &s, ref.Attempt, started, 0, nil)})
+	results, err := safeHandle(hctx, kind, step)
+	o := e.handled(hctx, ref, tmpl, results, err)
+	o.started, o.elapsed = started, time.Since(started)
+	if recorder != nil {
+		o.custom = recorder.Events()
+	}
+	var errDoc json.RawMessage
+	if o.failed {
+		errDoc = o.err
+	}
+	e.cfg.Events.Committed(ctx, []Event{handleEvent(EventStepHandle, &s, ref.Attempt, started, o.elapsed, errDoc)})
+	return o
+}
+
+// handled turns what a handler returned into an outcome.
+func (e *Engine) handled(hctx context.Context, ref store.StepRef, tmpl *registry.StepTemplate, results json.RawMessage, err error) outcome {
+	if errors.Is(err, handler.ErrDetached) {
+		return outcome{ref: ref, detached: true}
+	}
 	if err != nil {
 		if cause := context.Cause(hctx); cause != nil && hctx.Err() != nil {
 			// The handler stopped because we stopped it: say why.

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/taskerd/taskerd/internal/store"
 )
 
 // renewLoop extends the leases of running steps; a step whose lease could
@@ -59,8 +61,22 @@ func (e *Engine) rescueLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		for ctx.Err() == nil {
-			res, err := e.store.RescueExpired(ctx, e.cfg.ReplicaID, 500, e.channel)
+			var inTx func(context.Context, store.Tx, *store.RescueResult) error
+			var held []uuid.UUID
+			if e.cfg.Events != nil {
+				inTx = func(ctx context.Context, tx store.Tx, r *store.RescueResult) error {
+					if err := e.cfg.Events.InTx(ctx, tx, rescueEvents(r)); err != nil {
+						return err
+					}
+					e.order.release(held)
+					held = changedTasks(&store.FinishResult{Completed: r.Requeued, Failed: r.Failed})
+					e.order.hold(held)
+					return nil
+				}
+			}
+			res, err := e.store.RescueExpiredInTx(ctx, e.cfg.ReplicaID, 500, e.channel, inTx)
 			if err != nil {
+				e.order.release(held)
 				if ctx.Err() == nil {
 					e.logger.Warn("rescuing expired leases failed", slog.String("error", err.Error()))
 				}
@@ -69,20 +85,11 @@ func (e *Engine) rescueLoop(ctx context.Context) {
 			if n := len(res.Requeued) + len(res.Failed); n > 0 {
 				e.logger.Info("took back steps with expired leases", slog.Int("requeued", len(res.Requeued)), slog.Int("failed", len(res.Failed)))
 				if e.cfg.Events != nil {
-					var events []Event
-					for _, r := range res.Requeued {
-						events = append(events, stepEvent(r, "in_progress", "pending", "lease_expired"))
-					}
-					for _, r := range res.Failed {
-						events = append(events, stepEvent(r, "in_progress", "error", "lease_expired"))
-					}
-					for _, f := range res.Finalized {
-						events = append(events, taskEvent(f.TaskID, "in_progress", f.Status, "lease_expired"))
-					}
-					e.cfg.Events.Committed(ctx, events)
+					e.cfg.Events.Committed(ctx, rescueEvents(res))
 				}
 				e.poke()
 			}
+			e.order.release(held)
 			if len(res.Requeued)+len(res.Failed) < 500 {
 				break
 			}

@@ -119,6 +119,19 @@ func (e *Engine) CreateTask(ctx context.Context, req CreateTaskRequest) (view *T
 			Bypassed: bypass[st.Name], Inputs: nonEmpty(st.Inputs), UnfinishedParents: unfinished,
 		})
 	}
+	var events []Event
+	if e.wantsTx(eventName(false, "", "pending"), eventName(true, "", "pending"), eventName(true, "pending", "resolved_manually")) {
+		nt.InTx = func(ctx context.Context, tx store.Tx, _ uuid.UUID) error {
+			events = createEvents(&nt)
+			return e.cfg.Events.InTx(ctx, tx, events)
+		}
+	}
+	held := []uuid.UUID{nt.TaskID}
+	if e.cfg.Events != nil {
+		// The task's claims are published after its creation's events.
+		e.order.hold(held)
+		defer func() { e.order.release(held) }()
+	}
 	taskID, created, err := e.store.CreateTask(ctx, nt)
 	if err != nil {
 		return nil, false, err
@@ -130,10 +143,18 @@ func (e *Engine) CreateTask(ctx context.Context, req CreateTaskRequest) (view *T
 		}
 	}
 	if created {
-		e.poke()
 		if e.cfg.Events != nil {
-			e.cfg.Events.Committed(ctx, []Event{taskEvent(taskID, "", "pending", "")})
+			// Published before waking the claim loop, so that the task's
+			// creation precedes its claims.
+			if events == nil {
+				events = createEvents(&nt)
+			}
+			e.cfg.Events.Committed(ctx, events)
+			e.order.release(held)
+			held = nil
 		}
+		e.poke()
+		e.announceRemote(ctx, nt.Steps, nt.RunAt) // subtask.go
 	}
 	view, err = e.GetTask(ctx, taskID, false)
 	return view, created, err
@@ -228,10 +249,14 @@ func (e *Engine) CancelStep(ctx context.Context, taskID, stepID uuid.UUID, actor
 
 func (e *Engine) act(ctx context.Context, a store.Action, fn func(context.Context, store.Action) ([]store.Change, error)) error {
 	a.StepsChannel, a.CancelChannel, a.Stagger = e.channel, e.cancelChannel, e.cfg.Stagger
+	held := []uuid.UUID{a.TaskID}
 	if e.cfg.Events != nil {
 		a.InTx = func(ctx context.Context, tx store.Tx, changes []store.Change) error {
 			return e.cfg.Events.InTx(ctx, tx, changeEvents(changes))
 		}
+		// The claims the action makes possible are published after it.
+		e.order.hold(held)
+		defer func() { e.order.release(held) }()
 	}
 	changes, err := fn(ctx, a)
 	if err != nil {
@@ -243,10 +268,12 @@ func (e *Engine) act(ctx context.Context, a store.Action, fn func(context.Contex
 			e.cancelStep(c.StepID, errTaskCancelled)
 		}
 	}
-	e.poke()
 	if e.cfg.Events != nil {
 		e.cfg.Events.Committed(ctx, changeEvents(changes))
+		e.order.release(held)
+		held = nil
 	}
+	e.poke()
 	return nil
 }
 

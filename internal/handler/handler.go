@@ -12,7 +12,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -55,6 +57,118 @@ type Step struct {
 	// CorrelationID and Traceparent come from the request that created the task.
 	CorrelationID string
 	Traceparent   string
+	// Emit records a custom business event that the step's template
+	// declares (custom_events on the step or the template); it is published
+	// with the attempt's outcome. Nil when the template declares none;
+	// Publish reports that as ErrUndeclaredEvent.
+	Emit EmitFunc
+}
+
+// EmitFunc records a custom event with a JSON payload (nil means null).
+type EmitFunc func(name string, payload json.RawMessage) error
+
+// ErrUndeclaredEvent refuses a custom event the step's template does not declare.
+var ErrUndeclaredEvent = errors.New("custom event not declared in the template's custom_events")
+
+// Publish emits a custom business event, its payload encoded as JSON; a
+// numeric "value" field in it is observed by the tasker_custom_event_value
+// histogram (revenue per order, rows imported, …).
+func (s Step) Publish(name string, payload any) error {
+	if s.Emit == nil {
+		return fmt.Errorf("%w: %q (step %q declares no custom events)", ErrUndeclaredEvent, name, s.StepName)
+	}
+	raw, err := json.Marshal(payload)
+	if err != nil {
+		return fmt.Errorf("custom event %q: encode payload: %w", name, err)
+	}
+	return s.Emit(name, raw)
+}
+
+// CustomEvent is a business event a handler emitted during an attempt.
+type CustomEvent struct {
+	Name    string
+	Payload json.RawMessage
+}
+
+// Limits of one attempt's custom events, so a runaway handler cannot fill
+// the replica's memory or the webhook outbox.
+const (
+	MaxCustomEvents       = 100
+	MaxCustomEventPayload = 64 << 10
+)
+
+// EventRecorder collects the custom events of one attempt, refusing names
+// the template does not declare. Handler kinds that learn of events in
+// other ways (a remote worker's complete call, a field of an HTTP
+// response) record them through the same Emit. Safe for concurrent use.
+type EventRecorder struct {
+	declared map[string]bool
+	mu       sync.Mutex
+	events   []CustomEvent
+}
+
+// NewEventRecorder accepts the names declared in the given custom_events
+// lists ([{name, description}], as templates write them).
+func NewEventRecorder(declarations ...json.RawMessage) *EventRecorder {
+	r := &EventRecorder{declared: map[string]bool{}}
+	for _, raw := range declarations {
+		var list []struct {
+			Name string `json:"name"`
+		}
+		if len(raw) == 0 || json.Unmarshal(raw, &list) != nil {
+			continue // the registry validated the list; nothing to accept here
+		}
+		for _, d := range list {
+			if d.Name != "" && !reservedEventName(d.Name) {
+				r.declared[d.Name] = true
+			}
+		}
+	}
+	return r
+}
+
+// reservedEventName reports names of taskerd's own event categories, which
+// a custom event may not take.
+func reservedEventName(name string) bool {
+	for _, p := range []string{"task.", "step.", "workflow.", "handler."} {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// Emit records one event; see EmitFunc.
+func (r *EventRecorder) Emit(name string, payload json.RawMessage) error {
+	if reservedEventName(name) {
+		return fmt.Errorf("%w: %q is reserved: task.*, step.*, workflow.* and handler.* are taskerd's own events", ErrUndeclaredEvent, name)
+	}
+	if !r.declared[name] {
+		return fmt.Errorf("%w: %q", ErrUndeclaredEvent, name)
+	}
+	if len(payload) == 0 {
+		payload = json.RawMessage("null")
+	}
+	if len(payload) > MaxCustomEventPayload {
+		return fmt.Errorf("custom event %q: payload of %d bytes is above the limit of %d", name, len(payload), MaxCustomEventPayload)
+	}
+	if !json.Valid(payload) {
+		return fmt.Errorf("custom event %q: payload is not valid JSON", name)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.events) >= MaxCustomEvents {
+		return fmt.Errorf("custom event %q: an attempt may emit at most %d events", name, MaxCustomEvents)
+	}
+	r.events = append(r.events, CustomEvent{Name: name, Payload: append(json.RawMessage(nil), payload...)})
+	return nil
+}
+
+// Events returns what was recorded, in order.
+func (r *EventRecorder) Events() []CustomEvent {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.events)
 }
 
 // Error is a failed attempt that tells the engine how to retry.

@@ -68,6 +68,20 @@ var wantObjects = map[string]string{
 	"get_task_execution_context":        "function",
 	"get_task_execution_contexts_batch": "function",
 	"calculate_dependency_levels":       "function",
+	// The API's critical path and analytics (00004).
+	"get_task_critical_path": "function",
+	"get_analytics_metrics":  "function",
+	"get_slowest_tasks":      "function",
+	"get_slowest_steps":      "function",
+	"get_most_retried_steps": "function",
+	"get_error_patterns":     "function",
+	"get_blocking_steps":     "function",
+	// Remote workers (00005).
+	"workers": "table",
+	// Outbound webhooks (00006).
+	"webhook_subscriptions":     "table",
+	"webhook_outbox":            "table",
+	"webhook_delivery_attempts": "table",
 }
 
 func newMigrator(t *testing.T, dsn, schema string) *migrate.Migrator {

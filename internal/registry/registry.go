@@ -61,6 +61,35 @@ type Config struct {
 	TemplatesDir string
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
+	// OnChange, when set, hears of every template this replica registers,
+	// deletes or refuses as invalid (the handler.* events). It must not block.
+	OnChange func(ctx context.Context, c Change)
+}
+
+// Change is a registration, deletion or refusal made on this replica.
+type Change struct {
+	// Kind is "registered", "unregistered" or "validation_failed".
+	Kind                     string
+	Namespace, Name, Version string
+	// Outcome is "created" or "replaced" for a registration.
+	Outcome string
+	// Source is "api" or the template file's path.
+	Source string
+	// Errors lists why a template was refused.
+	Errors []FieldError
+}
+
+// Kinds of Change.
+const (
+	ChangeRegistered       = "registered"
+	ChangeUnregistered     = "unregistered"
+	ChangeValidationFailed = "validation_failed"
+)
+
+func (r *Registry) changed(ctx context.Context, c Change) {
+	if r.onChange != nil {
+		r.onChange(ctx, c)
+	}
 }
 
 // Registry is the thread-safe set of registered templates.
@@ -72,6 +101,8 @@ type Registry struct {
 	poll   time.Duration
 	dir    string
 	logger *slog.Logger
+
+	onChange func(context.Context, Change)
 
 	syncMu sync.Mutex // one sync at a time
 
@@ -147,13 +178,20 @@ func New(cfg Config) (*Registry, error) {
 		live:   map[versionKey]int64{},
 		failed: map[int64]string{},
 		reload: make(chan struct{}, 1),
+
+		onChange: cfg.OnChange,
 	}, nil
 }
 
 // Parse reads and validates a template with the registry's kinds and
 // environment, without registering it.
 func (r *Registry) Parse(data []byte, format Format) (*Definition, error) {
-	return Parse(data, format, ParseConfig{Kinds: r.kinds, Env: r.env})
+	def, err := Parse(data, format, ParseConfig{Kinds: r.kinds, Env: r.env})
+	var invalid *ValidationError
+	if errors.As(err, &invalid) {
+		r.changed(context.Background(), Change{Kind: ChangeValidationFailed, Errors: invalid.Errors})
+	}
+	return def, err
 }
 
 // Start loads the registry and the templates folder in the background and
@@ -440,6 +478,8 @@ func (r *Registry) RegisterDefinition(ctx context.Context, def *Definition, opts
 	if res.Outcome != store.RegisterUnchanged {
 		r.logger.InfoContext(ctx, "template registered", slog.String(logKeyTemplate, t.FullName()),
 			slog.String(logKeyOutcome, string(res.Outcome)), slog.Int64(logKeyID, res.ID), slog.String(logKeySource, opts.Source))
+		r.changed(ctx, Change{Kind: ChangeRegistered, Namespace: t.NamespaceName, Name: t.Name, Version: t.Version,
+			Outcome: string(res.Outcome), Source: opts.Source})
 	}
 	return &RegisterResult{Outcome: Outcome(res.Outcome), Registered: reg}, nil
 }
@@ -481,6 +521,7 @@ func (r *Registry) Delete(ctx context.Context, namespace, name, version string, 
 	r.apply(regs)
 	r.logger.InfoContext(ctx, "template deleted", slog.String(logKeyTemplate, full), slog.Int64(logKeyID, res.ID),
 		slog.Bool("force", force), slog.Int64("unfinished_tasks", res.UnfinishedTasks))
+	r.changed(ctx, Change{Kind: ChangeUnregistered, Namespace: namespace, Name: name, Version: version})
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -33,6 +34,30 @@ const (
 // is the queue's name. Tasker steps (handler_class, no handler) become
 // remote steps on "remote:<handler_class>".
 const RemotePrefix = "remote:"
+
+// maxQueueLength bounds a remote queue's name, prefix included.
+const maxQueueLength = 200
+
+// queuePattern is what follows RemotePrefix: Tasker's handler classes
+// ("Payments::RefundHandler") fit, as do plain names ("refunds").
+var queuePattern = regexp.MustCompile(`^[A-Za-z0-9_.:/-]+$`)
+
+// ValidateQueue checks a remote queue's name, "remote:<name>". Queue names
+// are global: workers of every namespace claim from them by name.
+func ValidateQueue(queue string) error {
+	name, ok := strings.CutPrefix(queue, RemotePrefix)
+	switch {
+	case !ok:
+		return fmt.Errorf("remote queue %q must start with %q", queue, RemotePrefix)
+	case name == "":
+		return fmt.Errorf("remote queue %q needs a name after %q, e.g. remote:refunds", queue, RemotePrefix)
+	case len(queue) > maxQueueLength:
+		return fmt.Errorf("remote queue %q is longer than %d characters", queue, maxQueueLength)
+	case !queuePattern.MatchString(name):
+		return fmt.Errorf("remote queue %q may hold only letters, digits and _ . : / -", queue)
+	}
+	return nil
+}
 
 // Template is the normalised template: defaults and the replica's
 // environment overlay applied, every step with effective values.

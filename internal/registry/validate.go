@@ -310,6 +310,14 @@ func (v *validator) step(d *docStep, defaults Defaults, at pointerFunc) StepTemp
 	}
 
 	switch {
+	case d.Handler != nil && strings.HasPrefix(*d.Handler, RemotePrefix):
+		// Run by remote workers claiming from the queue, which get the
+		// config as written.
+		s.Handler = *d.Handler
+		s.HandlerConfig = d.HandlerConfig
+		if err := ValidateQueue(*d.Handler); err != nil {
+			report("handler", err.Error())
+		}
 	case d.Handler != nil && *d.Handler != "":
 		s.Handler = *d.Handler
 		s.HandlerConfig = kindConfig

@@ -84,10 +84,13 @@ step_templates:
   - {name: a, handler: http}
   - {name: b, handler: "remote:billing"}
   - {name: c, handler: subtask}
+  - {name: d, handler: "remote:"}
+  - {name: e, handler: "remote:bad queue"}
 `, []want{
 			{"/step_templates/0/handler", `unknown handler kind "http"; known kinds: echo, fail, noop, sleep`},
-			{"/step_templates/1/handler", `unknown handler kind "remote:billing"`},
 			{"/step_templates/2/handler", `unknown handler kind "subtask"`},
+			{"/step_templates/3/handler", `needs a name after "remote:"`},
+			{"/step_templates/4/handler", `may hold only letters`},
 		}},
 		{"no handler", "", `{name: x, step_templates: [{name: a}]}`,
 			[]want{{"/step_templates/0/handler", "is required"}}},

@@ -16,16 +16,22 @@ import (
 	"syscall"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
 	"github.com/taskerd/taskerd/internal/api"
 	"github.com/taskerd/taskerd/internal/config"
 	"github.com/taskerd/taskerd/internal/engine"
+	"github.com/taskerd/taskerd/internal/events"
 	"github.com/taskerd/taskerd/internal/handler"
 	"github.com/taskerd/taskerd/internal/health"
 	"github.com/taskerd/taskerd/internal/migrate"
 	"github.com/taskerd/taskerd/internal/notifier"
 	"github.com/taskerd/taskerd/internal/registry"
 	"github.com/taskerd/taskerd/internal/store"
+	"github.com/taskerd/taskerd/internal/telemetry"
 	"github.com/taskerd/taskerd/internal/version"
+	"github.com/taskerd/taskerd/internal/webhooks"
+	"github.com/taskerd/taskerd/internal/workers"
 )
 
 // Config configures a Server.
@@ -37,6 +43,11 @@ type Config struct {
 	// Listener, when set, is used instead of listening on Settings.HTTPAddr
 	// (tests pass one on 127.0.0.1:0).
 	Listener net.Listener
+	// SpanExporter, when set, receives every span at once instead of the
+	// exporter the OTEL_* variables choose (tests).
+	SpanExporter sdktrace.SpanExporter
+	// Kinds are handler kinds an embedder adds to the built-in ones.
+	Kinds []handler.Kind
 }
 
 // Server is one taskerd replica.
@@ -48,6 +59,10 @@ type Server struct {
 	notifier *notifier.Notifier // the replica's one LISTEN connection, shared by its parts
 	registry *registry.Registry
 	engine   *engine.Engine
+	bus      *events.Bus          // the replica's events, to metrics, traces, logs and webhooks
+	webhooks *webhooks.Service    // outbound webhooks: subscriptions and the outbox's dispatcher
+	tel      *telemetry.Telemetry // metrics registry and tracer provider
+	workers  *workers.Service     // remote workers' long polls, heartbeats and outcomes
 	http     *http.Server
 	listener net.Listener
 
@@ -62,7 +77,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("server: Settings is required")
 	}
 	s := cfg.Settings
-	logger := cmp.Or(cfg.Logger, slog.Default())
+	// Every line logged with a context carries the request, correlation,
+	// task, step and trace ids the context holds.
+	logger := slog.New(telemetry.NewLogHandler(cmp.Or(cfg.Logger, slog.Default()).Handler()))
 	st, err := store.New(store.Config{DatabaseURL: s.DatabaseURL, Schema: s.DBSchema, MaxConns: s.DBMaxConns, Logger: logger})
 	if err != nil {
 		return nil, err
@@ -88,13 +105,25 @@ func New(cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
-	kinds, err := handler.NewKinds(handler.Builtins()...)
+	httpKind, err := handler.NewHTTP(handler.HTTPConfig{DenyCIDRs: s.HTTPDenyCIDRs, MaxResponseBytes: int64(s.MaxResultBytes)})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	subtaskKind := handler.NewSubtask() // bound to the engine below
+	kinds, err := handler.NewKinds(append(append(handler.Builtins(), httpKind, subtaskKind), cfg.Kinds...)...)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	obs, err := newObservability(cfg, st, notes, logger)
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
 	reg, err := registry.New(registry.Config{
 		Store: st, Kinds: kinds, Env: s.Env, Notifier: notes, TemplatesDir: s.TemplatesDir, Logger: logger,
+		OnChange: obs.registryChanged,
 	})
 	if err != nil {
 		st.Close()
@@ -113,13 +142,22 @@ func New(cfg Config) (*Server, error) {
 	eng, err := engine.New(engine.Config{
 		Store: st, Templates: reg, Kinds: kinds, Notifier: notes, Schema: s.DBSchema, ReplicaID: s.ReplicaID,
 		MaxConcurrentSteps: s.MaxConcurrentSteps, LeaseDuration: s.LeaseDuration, PollInterval: s.PollInterval,
-		MaxResultBytes: s.MaxResultBytes, Logger: logger,
+		MaxResultBytes: s.MaxResultBytes, Events: obs.sink, Logger: logger,
 	})
 	if err != nil {
 		st.Close()
 		return nil, err
 	}
-	routes, err := api.New(api.Config{Health: checker, Registry: reg, Engine: eng, MaxBodyBytes: s.MaxBodyBytes, Logger: logger})
+	obs.watch(st, eng)
+	subtaskKind.Bind(eng)
+	remote, err := workers.New(workers.Config{Store: st, Steps: eng, Templates: reg, Notifier: notes, Schema: s.DBSchema,
+		ReplicaID: eng.ReplicaID(), PollInterval: s.PollInterval, MaxResultBytes: s.MaxResultBytes, Logger: logger})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	routes, err := api.New(api.Config{Health: checker, Registry: reg, Engine: eng, Store: st, Workers: remote, MaxBodyBytes: s.MaxBodyBytes,
+		CORSOrigins: s.CORSOrigins, Telemetry: obs.tel, Webhooks: obs.webhooks, Logger: logger})
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -132,6 +170,10 @@ func New(cfg Config) (*Server, error) {
 		notifier: notes,
 		registry: reg,
 		engine:   eng,
+		bus:      obs.bus,
+		webhooks: obs.webhooks,
+		tel:      obs.tel,
+		workers:  remote,
 		http: &http.Server{
 			Addr:              s.HTTPAddr,
 			Handler:           routes,
@@ -201,8 +243,19 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.registry.Start(ctx); err != nil {
 		return fmt.Errorf("server: start registry: %w", err)
 	}
+	// The bus runs before anything publishes; the webhooks subscribe to
+	// their channels before the notifier starts listening.
+	if err := s.bus.Start(ctx); err != nil {
+		return fmt.Errorf("server: start event bus: %w", err)
+	}
+	if err := s.webhooks.Start(ctx); err != nil {
+		return fmt.Errorf("server: start webhooks: %w", err)
+	}
 	if err := s.engine.Start(ctx); err != nil {
 		return fmt.Errorf("server: start engine: %w", err)
+	}
+	if err := s.workers.Start(ctx); err != nil {
+		return fmt.Errorf("server: start workers: %w", err)
 	}
 	if err := s.notifier.Start(ctx); err != nil {
 		return fmt.Errorf("server: start notifier: %w", err)
@@ -230,6 +283,21 @@ func (s *Server) Addr() string {
 // Registry is the replica's template registry.
 func (s *Server) Registry() *registry.Registry { return s.registry }
 
+// Engine is the replica's engine (benchmarks and embedders create tasks
+// through it directly).
+func (s *Server) Engine() *engine.Engine { return s.engine }
+
+// Store is the replica's database access.
+func (s *Server) Store() *store.Store { return s.store }
+
+// Handler is the replica's HTTP handler with every route it serves; the
+// API's route/spec parity test walks it.
+func (s *Server) Handler() http.Handler { return s.http.Handler }
+
+// Events is the replica's event bus: subscribe before Start to see
+// everything the replica publishes.
+func (s *Server) Events() *events.Bus { return s.bus }
+
 // Notifier is the replica's shared LISTEN connection.
 func (s *Server) Notifier() *notifier.Notifier { return s.notifier }
 
@@ -248,6 +316,11 @@ func (s *Server) Done() <-chan error { return s.serveErr }
 func (s *Server) Stop(ctx context.Context) error {
 	s.stopOnce.Do(func() {
 		s.health.SetShuttingDown()
+		// Long-polling claims return now, empty, so the drain is not held
+		// for their wait.
+		if err := s.workers.Stop(ctx); err != nil {
+			s.stopErr = errors.Join(s.stopErr, fmt.Errorf("server: stop workers: %w", err))
+		}
 		if s.listener != nil {
 			if err := s.http.Shutdown(ctx); err != nil {
 				s.stopErr = fmt.Errorf("server: drain: %w", err)
@@ -258,6 +331,18 @@ func (s *Server) Stop(ctx context.Context) error {
 		// rest are handed back to other replicas.
 		if err := s.engine.Stop(ctx); err != nil {
 			s.stopErr = errors.Join(s.stopErr, fmt.Errorf("server: stop engine: %w", err))
+		}
+		// Deliveries in flight finish (or are retried after their
+		// visibility timeout); the bus delivers what the engine published
+		// last, and the spans still buffered are exported.
+		if err := s.webhooks.Stop(ctx); err != nil {
+			s.stopErr = errors.Join(s.stopErr, fmt.Errorf("server: stop webhooks: %w", err))
+		}
+		if err := s.bus.Stop(ctx); err != nil {
+			s.stopErr = errors.Join(s.stopErr, fmt.Errorf("server: stop event bus: %w", err))
+		}
+		if err := s.tel.Stop(ctx); err != nil {
+			s.stopErr = errors.Join(s.stopErr, fmt.Errorf("server: stop telemetry: %w", err))
 		}
 		if err := s.registry.Stop(ctx); err != nil {
 			s.stopErr = errors.Join(s.stopErr, fmt.Errorf("server: stop registry: %w", err))

@@ -151,6 +151,9 @@ func (s *Store) CancelTask(ctx context.Context, a Action) ([]Change, error) {
 		if err := moveTask(ctx, tx, a, status, "cancelled", "cancelled", &changes); err != nil {
 			return nil, err
 		}
+		if err := cancelSubtasksOfTask(ctx, tx, a, &changes); err != nil { // subtask.go
+			return nil, err
+		}
 		if _, err := tx.Exec(ctx, notifySQL, a.CancelChannel, a.TaskID.String()); err != nil {
 			return nil, err
 		}
@@ -322,6 +325,9 @@ func (s *Store) CancelStep(ctx context.Context, a Action) ([]Change, error) {
 			return nil, err
 		}
 		changes = append(changes, Change{TaskID: a.TaskID, StepID: a.StepID, From: status, To: "cancelled", Attempt: attempts})
+		if err := cancelSubtaskOfStep(ctx, tx, a, &changes); err != nil { // subtask.go
+			return nil, err
+		}
 		if status == "in_progress" {
 			if _, err := tx.Exec(ctx, notifySQL, a.CancelChannel, "step:"+a.StepID.String()); err != nil {
 				return nil, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	_ "embed"
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/google/uuid"
@@ -30,6 +31,9 @@ type ClaimedStep struct {
 	// TaskStarted is set on the claimed steps of a task this claim moved
 	// from pending to in_progress.
 	TaskStarted bool
+	// ReadyAt is when the step became runnable (its queue latency ends at
+	// the claim).
+	ReadyAt time.Time
 }
 
 // ClaimParams says what to claim.
@@ -38,6 +42,10 @@ type ClaimParams struct {
 	Limit int           // at most this many
 	Owner string        // the replica id, recorded as lease owner
 	Lease time.Duration // lease length
+	// InTx, when set, runs the claim in a transaction and calls the hook in
+	// it with the claimed steps (for an event outbox); an error rolls the
+	// claim back. Without it the claim is a single statement.
+	InTx func(ctx context.Context, tx Tx, steps []ClaimedStep) error
 }
 
 //go:embed sql/steps_claim.sql
@@ -45,31 +53,49 @@ var stepsClaimSQL string
 
 // ClaimSteps claims up to p.Limit runnable steps in one statement.
 func (s *Store) ClaimSteps(ctx context.Context, p ClaimParams) (steps []ClaimedStep, err error) {
+	if p.InTx != nil {
+		err = s.inTx(ctx, "claim steps", func(tx pgx.Tx) error {
+			rows, err := tx.Query(ctx, stepsClaimSQL, p.Queue, p.Limit, p.Owner, p.Lease.Milliseconds())
+			if err != nil {
+				return err
+			}
+			if steps, err = scanClaimed(rows); err != nil {
+				return err
+			}
+			return p.InTx(ctx, Tx{tx}, steps)
+		})
+		return steps, err
+	}
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
 	rows, err := s.pool.Query(ctx, stepsClaimSQL, p.Queue, p.Limit, p.Owner, p.Lease.Milliseconds())
 	if err != nil {
 		return nil, translate("claim steps", err)
 	}
+	steps, err = scanClaimed(rows)
+	return steps, translate("claim steps", err)
+}
+
+func scanClaimed(rows pgx.Rows) (steps []ClaimedStep, err error) {
 	defer rows.Close()
 	for rows.Next() {
 		var c ClaimedStep
 		var inputs, parents []byte
 		if err := rows.Scan(&c.StepID, &c.TaskID, &c.NamedTaskID, &c.Namespace, &c.TaskName, &c.TaskVersion, &c.Name,
 			&c.Handler, &c.Attempt, &inputs, &c.Context, &c.CorrelationID, &c.Traceparent, &c.LeaseExpiresAt,
-			&parents, &c.TaskStarted); err != nil {
-			return nil, translate("claim steps", err)
+			&parents, &c.TaskStarted, &c.ReadyAt); err != nil {
+			return nil, err
 		}
 		c.Inputs = inputs
 		if len(parents) > 0 {
 			if err := json.Unmarshal(parents, &c.Parents); err != nil {
-				return nil, translate("claim steps: parent results", err)
+				return nil, fmt.Errorf("parent results: %w", err)
 			}
 		}
 		steps = append(steps, c)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, translate("claim steps", err)
+		return nil, err
 	}
 	return steps, nil
 }
@@ -371,7 +397,9 @@ func settle(ctx context.Context, tx pgx.Tx, p settleParams, res *FinishResult) e
 		return err
 	}
 	res.Finalized = append(res.Finalized, finals...)
-	return nil
+	// Finalised subtasks finish their waiting parent steps in this same
+	// transaction (subtask.go).
+	return settleSubtasks(ctx, tx, p, finals, res)
 }
 
 //go:embed sql/steps_renew_leases.sql
@@ -414,6 +442,14 @@ type RescueResult struct {
 // RescueExpired takes back up to limit steps whose lease expired: pending
 // again for any replica, or failed when that was their last attempt.
 func (s *Store) RescueExpired(ctx context.Context, rescuer string, limit int, channel string) (*RescueResult, error) {
+	return s.RescueExpiredInTx(ctx, rescuer, limit, channel, nil)
+}
+
+// RescueExpiredInTx is RescueExpired with a hook that runs inside the
+// transaction after every change, with the result (for an event outbox); an
+// error rolls everything back.
+func (s *Store) RescueExpiredInTx(ctx context.Context, rescuer string, limit int, channel string,
+	inTx func(ctx context.Context, tx Tx, r *RescueResult) error) (*RescueResult, error) {
 	var res *RescueResult
 	err := s.inTx(ctx, "rescue expired leases", func(tx pgx.Tx) error {
 		res = &RescueResult{}
@@ -443,7 +479,13 @@ func (s *Store) RescueExpired(ctx context.Context, rescuer string, limit int, ch
 				return err
 			}
 		}
-		return settle(ctx, tx, settleParams{counts: countByTask(nil, res.Failed), channel: channel, meta: `{"reason":"lease_expired"}`}, &res.FinishResult)
+		if err := settle(ctx, tx, settleParams{counts: countByTask(nil, res.Failed), channel: channel, meta: `{"reason":"lease_expired"}`}, &res.FinishResult); err != nil {
+			return err
+		}
+		if inTx != nil {
+			return inTx(ctx, Tx{tx}, res)
+		}
+		return nil
 	})
 	return res, err
 }

@@ -34,6 +34,11 @@ type NewTask struct {
 	Edges          []Edge
 	// Stagger spaces root steps' runnable times (see task_create.sql).
 	Stagger time.Duration
+	// InTx, when set, creates the task in a transaction and calls the hook
+	// in it once the task is written (for an event outbox); an error rolls
+	// the task back. It is not called when an idempotency key returns an
+	// existing task.
+	InTx func(ctx context.Context, tx Tx, taskID uuid.UUID) error
 }
 
 // NewStep is one workflow step of a NewTask.
@@ -121,13 +126,29 @@ func (s *Store) CreateTask(ctx context.Context, t NewTask) (taskID uuid.UUID, cr
 	}
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	err = s.pool.QueryRow(ctx, taskCreateSQL,
+	args := []any{
 		t.TaskID, t.NamedTaskID, t.Namespace, t.Name, t.Version, ctxJSON, nullable(t.Initiator),
 		nullable(t.SourceSystem), nullable(t.Reason), tags, nullable(t.IdempotencyKey), nullable(t.RequestHash),
 		t.Priority, t.RunAt, nullable(t.CorrelationID), nullable(t.Traceparent), n, unfinished,
 		ids, namedIDs, names, handlers, queues, limits, retryable, skippable, bypassed, inputs, parents,
 		t.Stagger.Microseconds(), from, to, nullable(t.Actor),
-	).Scan(&taskID)
+	}
+	if t.InTx != nil {
+		err = s.inTx(ctx, "create task", func(tx pgx.Tx) error {
+			if err := tx.QueryRow(ctx, taskCreateSQL, args...).Scan(&taskID); err != nil {
+				if errors.Is(err, pgx.ErrNoRows) {
+					return keep(err) // the idempotency key exists: handled below
+				}
+				return err
+			}
+			return t.InTx(ctx, Tx{tx}, taskID)
+		})
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return uuid.Nil, false, err // translated by inTx
+		}
+	} else {
+		err = s.pool.QueryRow(ctx, taskCreateSQL, args...).Scan(&taskID)
+	}
 	if err == nil {
 		return taskID, true, nil
 	}

@@ -4,8 +4,11 @@
 -- mark them in_progress with a lease, count the attempt, record the
 -- transitions, and move tasks to in_progress on their first claim.
 -- The result carries what the handler needs, parents' results included.
+-- Rows are always located by key (= ANY, or lookups kept apart with
+-- OFFSET 0) so the plan stays index-driven even on tables that grew faster
+-- than autovacuum analyses them.
 WITH candidates AS (
-  SELECT workflow_step_id
+  SELECT workflow_step_id, runnable_at
   FROM workflow_steps
   WHERE queue = $1 AND status = 'pending' AND runnable_at IS NOT NULL AND runnable_at <= now()
   ORDER BY priority DESC, runnable_at, workflow_step_id
@@ -19,14 +22,14 @@ WITH candidates AS (
   FROM candidates c
   WHERE w.workflow_step_id = c.workflow_step_id
   RETURNING w.workflow_step_id, w.task_id, w.name, w.handler, w.attempts, w.retry_base, w.retry_limit,
-            w.inputs, w.lease_expires_at
+            w.inputs, w.lease_expires_at, c.runnable_at AS ready_at
 ), step_transitions AS (
   INSERT INTO workflow_step_transitions (workflow_step_id, task_id, from_state, to_state, metadata)
   SELECT workflow_step_id, task_id, 'pending', 'in_progress', jsonb_build_object('attempt', attempts, 'replica', $3::text)
   FROM claimed
 ), started AS (
   UPDATE tasks t SET status = 'in_progress', started_at = coalesce(t.started_at, now()), updated_at = now()
-  WHERE t.task_id IN (SELECT DISTINCT task_id FROM claimed) AND t.status = 'pending'
+  WHERE t.task_id = ANY (ARRAY(SELECT DISTINCT task_id FROM claimed)) AND t.status = 'pending'
   RETURNING t.task_id
 ), task_transitions AS (
   INSERT INTO task_transitions (task_id, from_state, to_state, metadata)
@@ -36,7 +39,13 @@ SELECT c.workflow_step_id, c.task_id, t.named_task_id, t.namespace_name, t.task_
        c.handler, c.attempts, c.inputs, t.context, coalesce(t.correlation_id, ''), coalesce(t.traceparent, ''),
        c.lease_expires_at,
        (SELECT jsonb_object_agg(p.name, p.results)
-        FROM workflow_step_edges e JOIN workflow_steps p ON p.workflow_step_id = e.from_step_id
+        FROM workflow_step_edges e,
+             -- OFFSET 0 keeps this a per-edge primary-key lookup: flattened
+             -- into a join, a table without statistics gets a hash join
+             -- over a scan of every step, once per claimed row.
+             LATERAL (SELECT name, results FROM workflow_steps p
+                      WHERE p.workflow_step_id = e.from_step_id OFFSET 0) p
         WHERE e.to_step_id = c.workflow_step_id) AS parent_results,
-       EXISTS (SELECT 1 FROM started s WHERE s.task_id = c.task_id) AS task_started
-FROM claimed c JOIN tasks t ON t.task_id = c.task_id
+       EXISTS (SELECT 1 FROM started s WHERE s.task_id = c.task_id) AS task_started,
+       c.ready_at
+FROM claimed c, LATERAL (SELECT * FROM tasks t WHERE t.task_id = c.task_id OFFSET 0) t

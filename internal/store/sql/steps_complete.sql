@@ -6,7 +6,7 @@ WITH i AS (
   SELECT * FROM unnest($1::uuid[], $2::int[], $3::jsonb[]) AS i(id, attempt, results)
 ), locked AS (
   SELECT w.workflow_step_id
-  FROM workflow_steps w JOIN i ON i.id = w.workflow_step_id
+  FROM i, LATERAL (SELECT * FROM workflow_steps w WHERE w.workflow_step_id = i.id OFFSET 0) w
   WHERE w.status = 'in_progress' AND w.attempts = i.attempt
   ORDER BY w.workflow_step_id
   FOR UPDATE OF w

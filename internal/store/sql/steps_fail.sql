@@ -9,7 +9,7 @@ WITH i AS (
 ), locked AS (
   SELECT w.workflow_step_id,
          (i.retryable AND w.retryable AND w.attempts - w.retry_base < w.retry_limit) AS will_retry
-  FROM workflow_steps w JOIN i ON i.id = w.workflow_step_id
+  FROM i, LATERAL (SELECT * FROM workflow_steps w WHERE w.workflow_step_id = i.id OFFSET 0) w
   WHERE w.status = 'in_progress' AND w.attempts = i.attempt
   ORDER BY w.workflow_step_id
   FOR UPDATE OF w

@@ -4,7 +4,9 @@ SELECT w.workflow_step_id, w.task_id, w.name, w.handler, w.queue, w.status, w.at
        w.runnable_at, coalesce(w.lease_owner, ''), w.lease_expires_at, w.last_attempted_at, w.processed_at,
        w.created_at, w.updated_at,
        coalesce((SELECT array_agg(p.name ORDER BY p.name)
-                 FROM workflow_step_edges e JOIN workflow_steps p ON p.workflow_step_id = e.from_step_id
+                 FROM workflow_step_edges e,
+                      -- a primary-key lookup per edge, never a scan (see steps_claim.sql)
+                      LATERAL (SELECT name FROM workflow_steps p WHERE p.workflow_step_id = e.from_step_id OFFSET 0) p
                  WHERE e.to_step_id = w.workflow_step_id), '{}') AS parents
 FROM workflow_steps w
 WHERE w.task_id = $1 AND ($2::uuid IS NULL OR w.workflow_step_id = $2)

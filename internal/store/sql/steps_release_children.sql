@@ -6,16 +6,15 @@
 -- become runnable together are staggered by $2 µs per child within their
 -- task, so a huge fan-out interleaves with other tasks' work.
 -- Replicas are woken with one NOTIFY when anything became runnable.
-WITH parents AS (
-  SELECT unnest($1::uuid[]) AS id
-), counts AS (
+WITH counts AS (
   SELECT e.to_step_id AS id, count(*)::int AS n
-  FROM workflow_step_edges e JOIN parents p ON p.id = e.from_step_id
+  FROM unnest($1::uuid[]) AS p(id),
+       LATERAL (SELECT to_step_id FROM workflow_step_edges e WHERE e.from_step_id = p.id OFFSET 0) e
   GROUP BY e.to_step_id
 ), locked AS (
-  SELECT w.workflow_step_id, w.task_id, w.unfinished_parents - c.n AS remaining,
+  SELECT w.workflow_step_id, w.row_id, w.task_id, w.unfinished_parents - c.n AS remaining,
          (w.status = 'pending' AND w.unfinished_parents - c.n = 0) AS ready
-  FROM workflow_steps w JOIN counts c ON c.id = w.workflow_step_id
+  FROM counts c, LATERAL (SELECT w.ctid AS row_id, w.* FROM workflow_steps w WHERE w.workflow_step_id = c.id OFFSET 0) w
   ORDER BY w.workflow_step_id
   FOR UPDATE OF w
 ), ranked AS (
@@ -27,6 +26,8 @@ WITH parents AS (
       runnable_at = CASE WHEN r.ready THEN now() + r.k * $2::bigint * interval '1 microsecond' ELSE w.runnable_at END,
       updated_at = now()
   FROM ranked r
+  -- By ctid: the rows are locked, so they cannot move, and a TID lookup per
+  -- row is the cheapest plan whatever the planner thinks of the table.
   WHERE w.workflow_step_id = r.workflow_step_id
   RETURNING r.ready
 )

@@ -5,7 +5,7 @@
 WITH i AS (
   SELECT * FROM unnest($1::uuid[], $2::int[], $3::int[]) AS i(task_id, done, failed)
 ), locked AS (
-  SELECT t.task_id FROM tasks t JOIN i ON i.task_id = t.task_id
+  SELECT t.task_id FROM i, LATERAL (SELECT * FROM tasks t WHERE t.task_id = i.task_id OFFSET 0) t
   ORDER BY t.task_id
   FOR UPDATE OF t
 )

@@ -1,0 +1,64 @@
+package bench_test
+
+import (
+	"bytes"
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/taskerd/taskerd/internal/bench"
+	"github.com/taskerd/taskerd/internal/testdb"
+)
+
+func TestMain(m *testing.M) { testdb.Main(m) }
+
+// The harness runs every workload tiny, so it cannot rot; the figures of a
+// quick run mean nothing and are not judged here.
+func TestQuickRun(t *testing.T) {
+	t.Parallel()
+	rep, err := bench.Run(context.Background(), bench.Config{AdminURL: testdb.AdminURL(t), Quick: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, f := range rep.Figures {
+		seen[f.Workload] = true
+		if f.Value < 0 {
+			t.Errorf("%s/%s is negative: %v", f.Workload, f.Metric, f.Value)
+		}
+		if f.Workload == "api" && f.Metric == "errors" && f.Value != 0 {
+			t.Errorf("api workload saw %v errors", f.Value)
+		}
+	}
+	for _, w := range bench.Workloads {
+		if !seen[w] {
+			t.Errorf("workload %s reported nothing", w)
+		}
+	}
+	var table bytes.Buffer
+	rep.Print(&table)
+	if !strings.Contains(table.String(), "steps_per_second") || !strings.Contains(table.String(), "PostgreSQL") {
+		t.Errorf("table:\n%s", table.String())
+	}
+	path := filepath.Join(t.TempDir(), "r.json")
+	if err := rep.WriteJSON(path); err != nil {
+		t.Fatal(err)
+	}
+	back, err := bench.ReadReport(path)
+	if err != nil || len(back.Figures) != len(rep.Figures) {
+		t.Fatalf("JSON round trip: %v, %d figures", err, len(back.Figures))
+	}
+	var cmp bytes.Buffer
+	bench.Compare(&cmp, back, rep)
+	if !strings.Contains(cmp.String(), "+0.0%") {
+		t.Errorf("comparing a report with itself:\n%s", cmp.String())
+	}
+}
+
+func TestUnknownWorkload(t *testing.T) {
+	t.Parallel()
+	if _, err := bench.Run(context.Background(), bench.Config{Workload: "nope"}); err == nil || !strings.Contains(err.Error(), "unknown workload") {
+		t.Fatalf("err = %v", err)
+	}
+}

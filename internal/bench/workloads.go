@@ -1,0 +1,445 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/taskerd/taskerd/internal/config"
+	"github.com/taskerd/taskerd/internal/engine"
+	"github.com/taskerd/taskerd/internal/registry"
+	"github.com/taskerd/taskerd/internal/server"
+)
+
+//go:embed sql/step_span.sql
+var stepSpanSQL string
+
+//go:embed sql/ready_to_start.sql
+var readyToStartSQL string
+
+//go:embed sql/task_durations.sql
+var taskDurationsSQL string
+
+//go:embed sql/unfinished_tasks.sql
+var unfinishedTasksSQL string
+
+//go:embed sql/task_duration.sql
+var taskDurationSQL string
+
+type tmplStep struct {
+	Name    string   `json:"name"`
+	Handler string   `json:"handler"`
+	Deps    []string `json:"depends_on_steps,omitempty"`
+}
+
+// register registers a template of noop steps on srv.
+func register(ctx context.Context, srv *server.Server, name string, steps []tmplStep) error {
+	doc, _ := json.Marshal(map[string]any{"namespace_name": "bench", "name": name, "version": "1.0.0", "step_templates": steps})
+	_, err := srv.Registry().Register(ctx, doc, registry.FormatJSON, registry.RegisterOptions{Source: "bench"})
+	return err
+}
+
+// tenSteps is the throughput shape: 1 → 4 parallel → 4 → 1 fan-in.
+func tenSteps() []tmplStep {
+	steps := []tmplStep{{Name: "root", Handler: "noop"}}
+	var mids []string
+	for i := range 4 {
+		a, b := fmt.Sprintf("a%d", i), fmt.Sprintf("b%d", i)
+		steps = append(steps, tmplStep{Name: a, Handler: "noop", Deps: []string{"root"}})
+		steps = append(steps, tmplStep{Name: b, Handler: "noop", Deps: []string{a}})
+		mids = append(mids, b)
+	}
+	return append(steps, tmplStep{Name: "sink", Handler: "noop", Deps: mids})
+}
+
+func chain(n int) []tmplStep {
+	steps := []tmplStep{{Name: "s0", Handler: "noop"}}
+	for i := 1; i < n; i++ {
+		steps = append(steps, tmplStep{Name: fmt.Sprintf("s%d", i), Handler: "noop", Deps: []string{fmt.Sprintf("s%d", i-1)}})
+	}
+	return steps
+}
+
+// wide is root → n-2 parallel → sink.
+func wide(n int) []tmplStep {
+	steps := []tmplStep{{Name: "root", Handler: "noop"}}
+	var mids []string
+	for i := range n - 2 {
+		m := fmt.Sprintf("m%d", i)
+		steps = append(steps, tmplStep{Name: m, Handler: "noop", Deps: []string{"root"}})
+		mids = append(mids, m)
+	}
+	return append(steps, tmplStep{Name: "sink", Handler: "noop", Deps: mids})
+}
+
+// deep is n/100 independent chains of 100 steps.
+func deep(n int) []tmplStep {
+	var steps []tmplStep
+	for c := range n / 100 {
+		for i := range 100 {
+			s := tmplStep{Name: fmt.Sprintf("c%d_%d", c, i), Handler: "noop"}
+			if i > 0 {
+				s.Deps = []string{fmt.Sprintf("c%d_%d", c, i-1)}
+			}
+			steps = append(steps, s)
+		}
+	}
+	return steps
+}
+
+// createTasks creates n tasks of template name with 8 concurrent creators.
+func createTasks(ctx context.Context, eng *engine.Engine, name string, n int) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += 8 {
+				if _, _, err := eng.CreateTask(ctx, engine.CreateTaskRequest{Namespace: "bench", Name: name}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// waitDone polls until no task is unfinished.
+func waitDone(ctx context.Context, conn *pgx.Conn, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		var n int
+		if err := conn.QueryRow(ctx, unfinishedTasksSQL).Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: %d unfinished after %s", errTimeout, n, limit)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (r *runner) throughput(ctx context.Context) ([]Figure, error) {
+	tasks := 2000
+	if r.quick {
+		tasks = 20
+	}
+	var figs []Figure
+	for _, replicas := range []int{1, 3} {
+		f, err := r.throughputWith(ctx, tasks, replicas)
+		if err != nil {
+			return nil, err
+		}
+		figs = append(figs, f...)
+	}
+	return figs, nil
+}
+
+func (r *runner) throughputWith(ctx context.Context, tasks, replicas int) ([]Figure, error) {
+	url, drop, err := r.freshDatabase(ctx, "throughput")
+	if err != nil {
+		return nil, err
+	}
+	defer drop()
+	var servers []*server.Server
+	defer func() { stopAll(servers...) }()
+	for range replicas {
+		s, err := r.replica(url, nil)
+		if err != nil {
+			return nil, err
+		}
+		servers = append(servers, s)
+	}
+	if err := register(ctx, servers[0], "ten", tenSteps()); err != nil {
+		return nil, err
+	}
+	created := time.Now()
+	if err := createTasks(ctx, servers[0].Engine(), "ten", tasks); err != nil {
+		return nil, err
+	}
+	createSecs := time.Since(created).Seconds()
+	r.logger.Info("tasks created", slog.Int("tasks", tasks), slog.Float64("seconds", createSecs))
+	for _, s := range servers {
+		if err := s.Start(ctx); err != nil {
+			return nil, err
+		}
+	}
+	conn, err := connect(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(ctx)
+	if err := waitDone(ctx, conn, 10*time.Minute); err != nil {
+		return nil, err
+	}
+	var first, last time.Time
+	var completed int
+	if err := conn.QueryRow(ctx, stepSpanSQL).Scan(&first, &last, &completed); err != nil {
+		return nil, err
+	}
+	secs := last.Sub(first).Seconds()
+	return []Figure{
+		{Workload: "throughput", Metric: "steps_per_second", Value: float64(completed) / secs, Unit: "steps/s", Replicas: replicas},
+		{Workload: "throughput", Metric: "steps_completed", Value: float64(completed), Unit: "steps", Replicas: replicas},
+		{Workload: "throughput", Metric: "seconds", Value: secs, Unit: "s", Replicas: replicas},
+		{Workload: "throughput", Metric: "task_creates_per_second", Value: float64(tasks) / createSecs, Unit: "tasks/s (in-process, 8 creators)", Replicas: replicas},
+	}, nil
+}
+
+func (r *runner) latency(ctx context.Context) ([]Figure, error) {
+	rate, dur := 50, 20*time.Second
+	if r.quick {
+		rate, dur = 20, time.Second
+	}
+	url, drop, err := r.freshDatabase(ctx, "latency")
+	if err != nil {
+		return nil, err
+	}
+	defer drop()
+	s, err := r.replica(url, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer stopAll(s)
+	if err := register(ctx, s, "chain3", chain(3)); err != nil {
+		return nil, err
+	}
+	if err := s.Start(ctx); err != nil {
+		return nil, err
+	}
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	defer tick.Stop()
+	end := time.Now().Add(dur)
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for time.Now().Before(end) {
+		<-tick.C
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, _, err := s.Engine().CreateTask(ctx, engine.CreateTaskRequest{Namespace: "bench", Name: "chain3"}); err != nil {
+				failed.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := failed.Load(); n > 0 {
+		return nil, fmt.Errorf("%d creates failed", n)
+	}
+	conn, err := connect(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(ctx)
+	if err := waitDone(ctx, conn, 2*time.Minute); err != nil {
+		return nil, err
+	}
+	var pct []float64
+	var steps int
+	if err := conn.QueryRow(ctx, readyToStartSQL).Scan(&pct, &steps); err != nil {
+		return nil, err
+	}
+	var task []float64
+	var tasks int
+	if err := conn.QueryRow(ctx, taskDurationsSQL).Scan(&task, &tasks); err != nil {
+		return nil, err
+	}
+	return []Figure{
+		{Workload: "latency", Metric: "ready_to_start_p50_ms", Value: pct[0] * 1000, Unit: "ms", Replicas: 1},
+		{Workload: "latency", Metric: "ready_to_start_p95_ms", Value: pct[1] * 1000, Unit: "ms", Replicas: 1},
+		{Workload: "latency", Metric: "ready_to_start_p99_ms", Value: pct[2] * 1000, Unit: "ms", Replicas: 1},
+		{Workload: "latency", Metric: "task_create_to_complete_p50_ms", Value: task[0] * 1000, Unit: "ms", Replicas: 1},
+		{Workload: "latency", Metric: "task_create_to_complete_p99_ms", Value: task[1] * 1000, Unit: "ms", Replicas: 1},
+		{Workload: "latency", Metric: "tasks", Value: float64(tasks), Unit: fmt.Sprintf("tasks (%d/s for %s)", rate, dur), Replicas: 1},
+	}, nil
+}
+
+func (r *runner) dagSize(ctx context.Context) ([]Figure, error) {
+	small, large := 1000, 10000
+	if r.quick {
+		small, large = 100, 1000
+	}
+	url, drop, err := r.freshDatabase(ctx, "dag-size")
+	if err != nil {
+		return nil, err
+	}
+	defer drop()
+	s, err := r.replica(url, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer stopAll(s)
+	conn, err := connect(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(ctx)
+	shapes := []struct {
+		name  string
+		build func(int) []tmplStep
+	}{{"wide", wide}, {"deep", deep}}
+	for _, sh := range shapes {
+		for _, n := range []int{small, large} {
+			if err := register(ctx, s, fmt.Sprintf("%s_%d", sh.name, n), sh.build(n)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := s.Start(ctx); err != nil {
+		return nil, err
+	}
+	var figs []Figure
+	for _, sh := range shapes {
+		var times [2]float64
+		for i, n := range []int{small, large} {
+			v, _, err := s.Engine().CreateTask(ctx, engine.CreateTaskRequest{Namespace: "bench", Name: fmt.Sprintf("%s_%d", sh.name, n)})
+			if err != nil {
+				return nil, err
+			}
+			if err := waitDone(ctx, conn, 10*time.Minute); err != nil {
+				return nil, err
+			}
+			var status string
+			if err := conn.QueryRow(ctx, taskDurationSQL, v.Task.TaskID).Scan(&status, &times[i]); err != nil {
+				return nil, err
+			}
+			if status != "complete" {
+				return nil, fmt.Errorf("%s task of %d steps ended %s", sh.name, n, status)
+			}
+			figs = append(figs, Figure{Workload: "dag-size", Metric: fmt.Sprintf("%s_%d_seconds", sh.name, n), Value: times[i], Unit: "s", Replicas: 1})
+		}
+		figs = append(figs, Figure{Workload: "dag-size", Metric: sh.name + "_ratio_10k_1k", Value: times[1] / times[0], Unit: "×", Replicas: 1})
+	}
+	return figs, nil
+}
+
+func (r *runner) api(ctx context.Context) ([]Figure, error) {
+	clients, dur := 32, 15*time.Second
+	if r.quick {
+		clients, dur = 4, 500*time.Millisecond
+	}
+	url, drop, err := r.freshDatabase(ctx, "api")
+	if err != nil {
+		return nil, err
+	}
+	defer drop()
+	s, err := r.replica(url, func(c *config.Config) { c.DBMaxConns = 40 })
+	if err != nil {
+		return nil, err
+	}
+	defer stopAll(s)
+	if err := register(ctx, s, "chain3", chain(3)); err != nil {
+		return nil, err
+	}
+	if err := s.Start(ctx); err != nil {
+		return nil, err
+	}
+	// Creates only: the engine's work is measured by the throughput
+	// workload, and here it would compete with the API for the same cores.
+	stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	_ = s.Engine().Stop(stopCtx)
+	cancel()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients, MaxConnsPerHost: clients}, Timeout: 10 * time.Second}
+	target := "http://" + s.Addr() + "/tasker/tasks"
+	body := []byte(`{"namespace":"bench","name":"chain3","context":{"order_id":"A-1","amount":10}}`)
+	var mu sync.Mutex
+	var lat []time.Duration
+	var errCount atomic.Int64
+	end := time.Now().Add(dur)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []time.Duration
+			for time.Now().Before(end) {
+				t0 := time.Now()
+				resp, err := client.Post(target, "application/json", bytes.NewReader(body))
+				if err != nil {
+					errCount.Add(1)
+					continue
+				}
+				_, _ = bytes.NewBuffer(nil).ReadFrom(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusCreated {
+					errCount.Add(1)
+					continue
+				}
+				mine = append(mine, time.Since(t0))
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start).Seconds()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	p := func(q float64) float64 {
+		if len(lat) == 0 {
+			return 0
+		}
+		return float64(lat[min(len(lat)-1, int(q*float64(len(lat))))].Microseconds()) / 1000
+	}
+	return []Figure{
+		{Workload: "api", Metric: "creates_per_second", Value: float64(len(lat)) / elapsed, Unit: fmt.Sprintf("req/s (%d clients)", clients), Replicas: 1},
+		{Workload: "api", Metric: "create_p50_ms", Value: p(0.5), Unit: "ms", Replicas: 1},
+		{Workload: "api", Metric: "create_p99_ms", Value: p(0.99), Unit: "ms", Replicas: 1},
+		{Workload: "api", Metric: "errors", Value: float64(errCount.Load()), Unit: "requests", Replicas: 1},
+	}, nil
+}
+
+func (r *runner) idle(ctx context.Context) ([]Figure, error) {
+	dur := 30 * time.Second
+	if r.quick {
+		dur = time.Second
+	}
+	url, drop, err := r.freshDatabase(ctx, "idle")
+	if err != nil {
+		return nil, err
+	}
+	defer drop()
+	s, err := r.replica(url, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer stopAll(s)
+	if err := s.Start(ctx); err != nil {
+		return nil, err
+	}
+	time.Sleep(min(2*time.Second, dur)) // start-up queries are not idling
+	before := s.Store().PoolStats().AcquireCount
+	time.Sleep(dur)
+	after := s.Store().PoolStats().AcquireCount
+	return []Figure{
+		{Workload: "idle", Metric: "queries_per_second", Value: float64(after-before) / dur.Seconds(), Unit: "queries/s (pool acquisitions)", Replicas: 1},
+	}, nil
+}
+
+// connect opens a connection whose search_path is the taskerd schema.
+func connect(ctx context.Context, url string) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return nil, err
+	}
+	cfg.RuntimeParams["search_path"] = "tasker"
+	return pgx.ConnectConfig(ctx, cfg)
+}

@@ -1,0 +1,64 @@
+package engine
+
+import (
+	"context"
+	"errors"
+
+	"github.com/taskerd/taskerd/internal/store"
+)
+
+// Remote workers claim and finish steps through the worker API, not through
+// the claim loop; these do it with the same transitions and events as the
+// engine's own steps, so the event stream sees every step.
+
+// ClaimRemote claims up to p.Limit steps of the remote queue p.Queue for the
+// worker p.Owner, publishing the claim's events.
+func (e *Engine) ClaimRemote(ctx context.Context, p store.ClaimParams) ([]store.ClaimedStep, error) {
+	if p.Queue == "" {
+		return nil, errors.New("engine: remote claims need a remote queue")
+	}
+	var events []Event
+	if e.wantsTx(eventName(false, "pending", "in_progress"), eventName(true, "pending", "in_progress"), EventViableStepsDiscovered, EventStepsExecutionStarted) {
+		p.InTx = func(ctx context.Context, tx store.Tx, steps []store.ClaimedStep) error {
+			events = claimEvents(steps)
+			return e.cfg.Events.InTx(ctx, tx, events)
+		}
+	}
+	steps, err := e.store.ClaimSteps(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	if e.cfg.Events != nil && len(steps) > 0 {
+		if events == nil {
+			events = claimEvents(steps)
+		}
+		e.cfg.Events.Committed(ctx, events)
+	}
+	return steps, nil
+}
+
+// FinishRemote records remote workers' outcomes (fenced by attempt, as the
+// engine's own), publishing their events; steps that became runnable wake
+// this replica's claim loop, other replicas and waiting workers hear the
+// flush's notification.
+func (e *Engine) FinishRemote(ctx context.Context, p store.FinishParams) (*store.FinishResult, error) {
+	p.Channel, p.Stagger = e.channel, e.cfg.Stagger
+	var events []Event
+	if e.cfg.Events != nil {
+		p.InTx = func(ctx context.Context, tx store.Tx, r *store.FinishResult) error {
+			events = finishEvents(r, nil)
+			return e.cfg.Events.InTx(ctx, tx, events)
+		}
+	}
+	res, err := e.store.FinishSteps(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	if e.cfg.Events != nil && !res.Empty() {
+		e.cfg.Events.Committed(ctx, events)
+	}
+	if res.BecameRunnable > 0 {
+		e.poke()
+	}
+	return res, nil
+}

@@ -1,0 +1,1 @@
+SELECT count(*) FROM webhook_outbox WHERE status = 'pending'
