@@ -208,16 +208,11 @@ func (r *runner) latency(ctx context.Context) ([]Figure, error) {
 	if r.quick {
 		rate, dur = 20, time.Second
 	}
-	url, drop, err := r.freshDatabase(ctx, "latency")
+	s, url, done, err := r.single(ctx, "latency", nil)
 	if err != nil {
 		return nil, err
 	}
-	defer drop()
-	s, err := r.replica(url, nil)
-	if err != nil {
-		return nil, err
-	}
-	defer stopAll(s)
+	defer done()
 	if err := register(ctx, s, "chain3", chain(3)); err != nil {
 		return nil, err
 	}
@@ -276,16 +271,11 @@ func (r *runner) dagSize(ctx context.Context) ([]Figure, error) {
 	if r.quick {
 		small, large = 100, 1000
 	}
-	url, drop, err := r.freshDatabase(ctx, "dag-size")
+	s, url, done, err := r.single(ctx, "dag-size", nil)
 	if err != nil {
 		return nil, err
 	}
-	defer drop()
-	s, err := r.replica(url, nil)
-	if err != nil {
-		return nil, err
-	}
-	defer stopAll(s)
+	defer done()
 	conn, err := connect(ctx, url)
 	if err != nil {
 		return nil, err
@@ -335,16 +325,11 @@ func (r *runner) api(ctx context.Context) ([]Figure, error) {
 	if r.quick {
 		clients, dur = 4, 500*time.Millisecond
 	}
-	url, drop, err := r.freshDatabase(ctx, "api")
+	s, _, done, err := r.single(ctx, "api", func(c *config.Config) { c.DBMaxConns = 40 })
 	if err != nil {
 		return nil, err
 	}
-	defer drop()
-	s, err := r.replica(url, func(c *config.Config) { c.DBMaxConns = 40 })
-	if err != nil {
-		return nil, err
-	}
-	defer stopAll(s)
+	defer done()
 	if err := register(ctx, s, "chain3", chain(3)); err != nil {
 		return nil, err
 	}
@@ -412,16 +397,11 @@ func (r *runner) idle(ctx context.Context) ([]Figure, error) {
 	if r.quick {
 		dur = time.Second
 	}
-	url, drop, err := r.freshDatabase(ctx, "idle")
+	s, _, done, err := r.single(ctx, "idle", nil)
 	if err != nil {
 		return nil, err
 	}
-	defer drop()
-	s, err := r.replica(url, nil)
-	if err != nil {
-		return nil, err
-	}
-	defer stopAll(s)
+	defer done()
 	if err := s.Start(ctx); err != nil {
 		return nil, err
 	}
@@ -442,4 +422,20 @@ func connect(ctx context.Context, url string) (*pgx.Conn, error) {
 	}
 	cfg.RuntimeParams["search_path"] = "tasker"
 	return pgx.ConnectConfig(ctx, cfg)
+}
+
+// single prepares a workload that runs on one replica: a fresh database and
+// a replica on it (not started); done stops the replica and drops the
+// database.
+func (r *runner) single(ctx context.Context, workload string, mod func(*config.Config)) (s *server.Server, url string, done func(), err error) {
+	url, drop, err := r.freshDatabase(ctx, workload)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	s, err = r.replica(url, mod)
+	if err != nil {
+		drop()
+		return nil, "", nil, err
+	}
+	return s, url, func() { stopAll(s); drop() }, nil
 }
