@@ -204,7 +204,9 @@ func (r *runner) freshDatabase(ctx context.Context, workload string) (url string
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
 		return "", nil, err
 	}
-	url = withDatabase(r.admin, name)
+	if url, err = pgcluster.WithDatabase(r.admin, name); err != nil {
+		return "", nil, err
+	}
 	m, err := migrate.New(ctx, migrate.Config{DatabaseURL: url, Logger: r.logger})
 	if err != nil {
 		return "", nil, err
@@ -220,23 +222,6 @@ func (r *runner) freshDatabase(ctx context.Context, workload string) (url string
 			c.Close(context.Background())
 		}
 	}, nil
-}
-
-func withDatabase(u, name string) string {
-	i := strings.Index(u, "://")
-	rest := u[i+3:]
-	slash := strings.Index(rest, "/")
-	q := ""
-	if qi := strings.Index(rest, "?"); qi >= 0 {
-		q = rest[qi:]
-		if slash < 0 || slash > qi {
-			slash = qi
-		}
-	}
-	if slash < 0 {
-		return u + "/" + name
-	}
-	return u[:i+3] + rest[:slash] + "/" + name + q
 }
 
 // replica builds a server on url listening on loopback; it is not started.

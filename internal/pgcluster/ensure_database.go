@@ -3,6 +3,7 @@ package pgcluster
 import (
 	"context"
 	"fmt"
+	"net/url"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -27,4 +28,15 @@ func (c *Cluster) EnsureDatabase(ctx context.Context, name string) error {
 		return fmt.Errorf("pgcluster: create database %q: %w", name, err)
 	}
 	return nil
+}
+
+// WithDatabase returns the connection URL u pointing at database name
+// instead, keeping host, user and query parameters.
+func WithDatabase(u, name string) (string, error) {
+	parsed, err := url.Parse(u)
+	if err != nil {
+		return "", fmt.Errorf("pgcluster: parse database url: %w", err)
+	}
+	parsed.Path = "/" + name
+	return parsed.String(), nil
 }

@@ -119,12 +119,11 @@ func Drop(t testing.TB, name string) {
 
 // WithDatabase returns u with its database replaced by name.
 func WithDatabase(u, name string) string {
-	parsed, err := url.Parse(u)
+	out, err := pgcluster.WithDatabase(u, name)
 	if err != nil {
 		panic(err)
 	}
-	parsed.Path = "/" + name
-	return parsed.String()
+	return out
 }
 
 func setup() {
