@@ -29,6 +29,10 @@ func runDev(ctx context.Context, args []string, env config.LookupEnv, stdout, st
 		return exitUsage
 	}
 	logger := newLogger(cfg, stderr)
+	if cfg.AuthMode == config.AuthNone {
+		logger.Warn("AUTHENTICATION IS OFF: taskerd dev serves the API to anyone who can reach " + cfg.HTTPAddr +
+			"; set TASKER_AUTH_MODE=jwt (docs/auth.md) before exposing it")
+	}
 	cluster, err := pgcluster.New(pgcluster.Config{
 		Dir:            cfg.PGDir,
 		Port:           cfg.PGPort,
@@ -79,9 +83,10 @@ taskerd dev is running (PostgreSQL %d under %s)
   Swagger UI:  %s/tasker/api-docs/
   Health:      %s/tasker/health/ready
   Database:    %s
+  Auth:        %s
 Press Ctrl-C to stop the server and the database.
 
-`, cluster.Version(), cfg.PGDir, base, base, base, cfg.DatabaseURL)
+`, cluster.Version(), cfg.PGDir, base, base, base, cfg.DatabaseURL, authBanner(cfg))
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -111,4 +116,12 @@ func displayAddr(addr string) string {
 		host = "localhost"
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// authBanner says in dev's banner whether the API checks tokens.
+func authBanner(cfg *config.Config) string {
+	if cfg.AuthMode == config.AuthNone {
+		return "OFF (TASKER_AUTH_MODE=none): anyone who can reach the port controls every task"
+	}
+	return "JWT (issuer " + cfg.JWTIssuer + ", audience " + cfg.JWTAudience + ")"
 }

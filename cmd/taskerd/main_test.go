@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/taskerd/taskerd/internal/auth/authtest"
 	"github.com/taskerd/taskerd/internal/config"
 	"github.com/taskerd/taskerd/internal/migrate"
 	"github.com/taskerd/taskerd/internal/testdb"
@@ -197,10 +198,20 @@ func TestUsageErrors(t *testing.T) {
 		{"bad setting from flag", []string{"TASKER_DATABASE_URL=postgres://x"}, []string{"serve", "--shutdown-timeout", "soon"}, "TASKER_SHUTDOWN_TIMEOUT"},
 		{"missing database url", nil, []string{"serve"}, "TASKER_DATABASE_URL (--database-url) is required"},
 		{"unknown flag", nil, []string{"serve", "--bogus"}, "bogus"},
+		{"serve without auth", []string{"TASKER_DATABASE_URL=postgres://x"}, []string{"serve"}, "--insecure-no-auth"},
+		{"jwt without a key", []string{"TASKER_DATABASE_URL=postgres://x", "TASKER_AUTH_MODE=jwt"}, []string{"serve"}, "TASKER_JWT_SECRET"},
+		{"jwt without an issuer", []string{"TASKER_DATABASE_URL=postgres://x", "TASKER_AUTH_MODE=jwt", "TASKER_JWT_SECRET=" + testSecret}, []string{"serve"}, "TASKER_JWT_ISSUER"},
+		{"bad auth mode", []string{"TASKER_DATABASE_URL=postgres://x", "TASKER_AUTH_MODE=basic"}, []string{"serve"}, "TASKER_AUTH_MODE"},
+		{"short secret, not echoed", []string{"TASKER_DATABASE_URL=postgres://x", "TASKER_JWT_SECRET=hunter2"}, []string{"serve"}, "[redacted]"},
+		{"bad policy", []string{"TASKER_DATABASE_URL=postgres://x", "TASKER_AUTH_MODE=jwt", "TASKER_JWT_SECRET=" + testSecret,
+			"TASKER_JWT_ISSUER=i", "TASKER_JWT_AUDIENCE=a", "TASKER_AUTH_POLICY=/nonexistent/policy.yaml"}, []string{"serve"}, "auth policy"},
 		{"bad migrate action", []string{"TASKER_DATABASE_URL=postgres://x"}, []string{"migrate", "sideways"}, `unknown action "sideways"`},
 		{"bad --to", []string{"TASKER_DATABASE_URL=postgres://x"}, []string{"migrate", "down", "--to", "-3"}, "--to"},
 	} {
 		r := taskerd(t, tc.env, tc.args...)
+		if strings.Contains(r.stderr, "hunter2") {
+			t.Errorf("%s: a secret setting was echoed: %q", tc.name, r.stderr)
+		}
 		if r.code != 2 || !strings.Contains(r.stderr, tc.want) {
 			t.Errorf("%s: exit %d, stderr %q; want 2 and %q", tc.name, r.code, r.stderr, tc.want)
 		}
@@ -257,7 +268,7 @@ func TestMigrateCommands(t *testing.T) {
 
 func TestServe(t *testing.T) {
 	t.Parallel()
-	p := start(t, []string{"TASKER_DATABASE_URL=" + testdb.New(t)}, "serve")
+	p := start(t, []string{"TASKER_DATABASE_URL=" + testdb.New(t)}, "serve", "--insecure-no-auth")
 	p.waitFor(t, "/tasker/health/ready", 200, 30*time.Second)
 
 	code, _, body := getJSON(t, p.base+"/tasker/health/live")
@@ -274,11 +285,50 @@ func TestServe(t *testing.T) {
 	}
 }
 
+// testSecret is an HS256 key long enough for TASKER_JWT_SECRET.
+const testSecret = "cmd-test-secret-0123456789abcdef0123456789"
+
+// serve with TASKER_AUTH_MODE=jwt: probes stay open, the API wants a
+// token, and a token's subject is the actor of what it does.
+func TestServeWithJWT(t *testing.T) {
+	t.Parallel()
+	p := start(t, []string{"TASKER_DATABASE_URL=" + testdb.New(t), "TASKER_AUTH_MODE=jwt", "TASKER_JWT_SECRET=" + testSecret,
+		"TASKER_JWT_ISSUER=" + authtest.Issuer, "TASKER_JWT_AUDIENCE=" + authtest.Audience}, "serve")
+	p.waitFor(t, "/tasker/health/ready", 200, 30*time.Second)
+	if out := p.output.String(); strings.Contains(out, "AUTHENTICATION IS OFF") {
+		t.Errorf("jwt mode warned that authentication is off:\n%s", out)
+	}
+	call := func(token string) (int, http.Header) {
+		req, _ := http.NewRequest("GET", p.base+"/tasker/tasks", nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header
+	}
+	if code, h := call(""); code != 401 || !strings.HasPrefix(h.Get("WWW-Authenticate"), "Bearer") {
+		t.Errorf("no token: %d %q", code, h.Get("WWW-Authenticate"))
+	}
+	if code, h := call(authtest.Malformed); code != 401 || !strings.Contains(h.Get("WWW-Authenticate"), `error="invalid_token"`) {
+		t.Errorf("malformed token: %d %q", code, h.Get("WWW-Authenticate"))
+	}
+	if code, _ := call(authtest.SignHS256(t, []byte(testSecret), authtest.Valid("ops@example.com", "viewer"))); code != 200 {
+		t.Errorf("viewer token: %d", code)
+	}
+	if got := p.stop(t, 30*time.Second); got != 0 {
+		t.Fatalf("exit code after SIGTERM: %d", got)
+	}
+}
+
 // An unreachable database keeps the server up: live 200, ready 503 with the
 // reason, and a clean exit on SIGTERM.
 func TestServeWithUnreachableDatabase(t *testing.T) {
 	t.Parallel()
-	p := start(t, []string{"TASKER_DATABASE_URL=postgres://nobody@127.0.0.1:1/x?sslmode=disable&connect_timeout=2", "TASKER_MIGRATE=true"}, "serve")
+	p := start(t, []string{"TASKER_DATABASE_URL=postgres://nobody@127.0.0.1:1/x?sslmode=disable&connect_timeout=2", "TASKER_MIGRATE=true", "TASKER_INSECURE_NO_AUTH=true"}, "serve")
 	p.waitFor(t, "/tasker/health/live", 200, 30*time.Second)
 	code, _, body := getJSON(t, p.base+"/tasker/health/ready")
 	if code != 503 || body["ready"] != false || !strings.Contains(fmt.Sprint(body["message"]), "database") {
@@ -292,7 +342,7 @@ func TestServeWithUnreachableDatabase(t *testing.T) {
 // serve --migrate on an empty database becomes ready once it has migrated.
 func TestServeMigrates(t *testing.T) {
 	t.Parallel()
-	p := start(t, []string{"TASKER_DATABASE_URL=" + testdb.NewEmpty(t)}, "serve", "--migrate")
+	p := start(t, []string{"TASKER_DATABASE_URL=" + testdb.NewEmpty(t)}, "serve", "--migrate", "--insecure-no-auth")
 	p.waitFor(t, "/tasker/health/ready", 200, 60*time.Second)
 	p.stop(t, 30*time.Second)
 }
@@ -317,6 +367,9 @@ func TestDev(t *testing.T) {
 	p.waitFor(t, "/tasker/health/ready", 200, 2*time.Minute)
 	if out := p.output.String(); !strings.Contains(out, "/tasker/api-docs/") || !strings.Contains(out, "/tasker/health/ready") {
 		t.Errorf("dev should print the URLs; got:\n%s", out)
+	}
+	if out := p.output.String(); !strings.Contains(out, "AUTHENTICATION IS OFF") {
+		t.Errorf("dev without TASKER_AUTH_MODE should warn loudly that authentication is off; got:\n%s", out)
 	}
 	if got := p.stop(t, time.Minute); got != 0 {
 		t.Fatalf("dev exit code: %d", got)

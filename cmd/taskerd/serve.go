@@ -22,7 +22,14 @@ func runServe(ctx context.Context, args []string, env config.LookupEnv, stdout, 
 		fmt.Fprintln(stderr, "taskerd serve: setting TASKER_DATABASE_URL (--database-url) is required")
 		return exitUsage
 	}
+	if err := cfg.CheckServeAuth(); err != nil {
+		fmt.Fprintf(stderr, "taskerd serve: %v\n", err)
+		return exitUsage
+	}
 	logger := newLogger(cfg, stderr)
+	if cfg.AuthMode == config.AuthNone {
+		logger.Warn("AUTHENTICATION IS OFF (--insecure-no-auth): anyone who can reach this server may create, cancel and read every task")
+	}
 	srv, err := server.New(server.Config{Settings: cfg, Logger: logger})
 	if err != nil {
 		fmt.Fprintf(stderr, "taskerd serve: %v\n", err)

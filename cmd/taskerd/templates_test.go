@@ -77,10 +77,10 @@ func TestServeTemplatesDirConflict(t *testing.T) {
 	diamondFile(t, dirA, "1.0.0", "from_replica_a")
 	fileB := diamondFile(t, dirB, "1.0.0", "edited_without_a_version_bump")
 
-	a := start(t, []string{dsn, "TASKER_TEMPLATES_DIR=" + dirA}, "serve")
+	a := start(t, []string{dsn, "TASKER_TEMPLATES_DIR=" + dirA}, "serve", "--insecure-no-auth")
 	a.waitFor(t, "/tasker/health/ready", 200, 30*time.Second)
 
-	b := start(t, []string{dsn, "TASKER_TEMPLATES_DIR=" + dirB}, "serve")
+	b := start(t, []string{dsn, "TASKER_TEMPLATES_DIR=" + dirB}, "serve", "--insecure-no-auth")
 	b.waitFor(t, "/tasker/health/live", 200, 30*time.Second)
 	var body map[string]any
 	deadline := time.Now().Add(30 * time.Second)

@@ -41,7 +41,7 @@ func TestSwaggerUI(t *testing.T) {
 	if browser == "" {
 		t.Skip("Chromium not found: install Debian's chromium (`make test` does when run as root) or set TASKER_CHROMIUM")
 	}
-	p := start(t, []string{"TASKER_DATABASE_URL=" + testdb.New(t)}, "serve")
+	p := start(t, []string{"TASKER_DATABASE_URL=" + testdb.New(t), "TASKER_INSECURE_NO_AUTH=true"}, "serve")
 	p.waitFor(t, "/tasker/health/ready", 200, 30*time.Second)
 	resp, err := http.Post(p.base+"/tasker/templates", "application/yaml", strings.NewReader(
 		"namespace_name: shop\nname: checkout\nversion: 1.0.0\nstep_templates:\n  - {name: validate, handler: noop}\n"))

@@ -23,7 +23,12 @@ const docTemplate = `{
     "paths": {
         "/analytics/bottlenecks": {
             "get": {
-                "description": "The slowest tasks and steps, the most retried steps, error patterns and the steps that block the most dependents over the last period hours, optionally for one namespace, name and version, from the SQL functions get_slowest_tasks(), get_slowest_steps(), get_most_retried_steps(), get_error_patterns() and get_blocking_steps(). At most 10 entries per list. Answers are cached for a few seconds (see generated_at).",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "The slowest tasks and steps, the most retried steps, error patterns and the steps that block the most dependents over the last period hours, optionally for one namespace, name and version, from the SQL functions get_slowest_tasks(), get_slowest_steps(), get_most_retried_steps(), get_error_patterns() and get_blocking_steps(). At most 10 entries per list. Answers are cached for a few seconds (see generated_at). Permission: tasker.analytics:index.",
                 "produces": [
                     "application/json"
                 ],
@@ -75,13 +80,31 @@ const docTemplate = `{
                         "schema": {
                             "$ref": "#/definitions/api.Problem"
                         }
+                    },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
                     }
-                }
+                },
+                "x-permission": "tasker.analytics:index"
             }
         },
         "/analytics/performance": {
             "get": {
-                "description": "Task and step throughput, completion and error rates, and average/p50/p95/p99 task and step durations over the last period hours, overall and per namespace, computed by the SQL function get_analytics_metrics() with percentile_cont. Answers are cached for a few seconds (see generated_at).",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Task and step throughput, completion and error rates, and average/p50/p95/p99 task and step durations over the last period hours, overall and per namespace, computed by the SQL function get_analytics_metrics() with percentile_cont. Answers are cached for a few seconds (see generated_at). Permission: tasker.analytics:index.",
                 "produces": [
                     "application/json"
                 ],
@@ -112,13 +135,124 @@ const docTemplate = `{
                         "schema": {
                             "$ref": "#/definitions/api.Problem"
                         }
+                    },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
                     }
-                }
+                },
+                "x-permission": "tasker.analytics:index"
+            }
+        },
+        "/audit": {
+            "get": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Who did what to which object, newest first: every mutating request (task creation, manual transitions of tasks and steps, template registration, replacement and retirement, webhook changes) and every refused attempt by an authenticated caller. actor is the token's sub. A caller whose tasker.audit:index is scoped to namespaces sees only their events. Permission: tasker.audit:index.",
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "audit"
+                ],
+                "summary": "List the audit trail",
+                "parameters": [
+                    {
+                        "type": "string",
+                        "example": "alice@example.com",
+                        "description": "Only this actor (a token's sub)",
+                        "name": "actor",
+                        "in": "query"
+                    },
+                    {
+                        "enum": [
+                            "task",
+                            "workflow_step",
+                            "handler",
+                            "template",
+                            "health_status",
+                            "metrics",
+                            "analytics",
+                            "webhook",
+                            "worker",
+                            "audit",
+                            "event"
+                        ],
+                        "type": "string",
+                        "description": "Only this resource",
+                        "name": "resource",
+                        "in": "query"
+                    },
+                    {
+                        "type": "string",
+                        "format": "date-time",
+                        "description": "Only events at or after (RFC 3339)",
+                        "name": "since",
+                        "in": "query"
+                    },
+                    {
+                        "minimum": 1,
+                        "type": "integer",
+                        "default": 20,
+                        "description": "Page size; above 100 is served as 100",
+                        "name": "limit",
+                        "in": "query"
+                    },
+                    {
+                        "type": "string",
+                        "description": "next_cursor of the previous page",
+                        "name": "cursor",
+                        "in": "query"
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "schema": {
+                            "$ref": "#/definitions/api.AuditListResponse"
+                        }
+                    },
+                    "400": {
+                        "description": "Bad filter, limit or cursor",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    }
+                },
+                "x-permission": "tasker.audit:index"
             }
         },
         "/events": {
             "get": {
-                "description": "Every event taskerd emits (task, step, workflow and handler events), when, whether its webhook deliveries are written in the transaction of its state change, and its payload's JSON Schema; the envelope webhooks receive; and the custom business events the live templates declare. docs/events.md is generated from the same catalog.",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Every event taskerd emits (task, step, workflow and handler events), when, whether its webhook deliveries are written in the transaction of its state change, and its payload's JSON Schema; the envelope webhooks receive; and the custom business events the live templates declare. docs/events.md is generated from the same catalog. Permission: tasker.event:index.",
                 "produces": [
                     "application/json"
                 ],
@@ -147,13 +281,31 @@ const docTemplate = `{
                         "schema": {
                             "$ref": "#/definitions/api.EventCatalogResponse"
                         }
+                    },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
                     }
-                }
+                },
+                "x-permission": "tasker.event:index"
             }
         },
         "/handlers": {
             "get": {
-                "description": "The namespaces that have live templates, with how many templates each holds (Tasker's handler discovery).",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "The namespaces that have live templates, with how many templates each holds (Tasker's handler discovery). Permission: tasker.handler:index; a caller scoped to namespaces lists only theirs.",
                 "produces": [
                     "application/json"
                 ],
@@ -167,13 +319,31 @@ const docTemplate = `{
                         "schema": {
                             "$ref": "#/definitions/api.namespacesResponse"
                         }
+                    },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
                     }
-                }
+                },
+                "x-permission": "tasker.handler:index"
             }
         },
         "/handlers/{namespace}": {
             "get": {
-                "description": "The templates of a namespace, each with its live versions.",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "The templates of a namespace, each with its live versions. Permission: tasker.handler:index.",
                 "produces": [
                     "application/json"
                 ],
@@ -198,18 +368,36 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.namespaceResponse"
                         }
                     },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "404": {
                         "description": "No live templates in this namespace",
                         "schema": {
                             "$ref": "#/definitions/api.Problem"
                         }
                     }
-                }
+                },
+                "x-permission": "tasker.handler:index"
             }
         },
         "/handlers/{namespace}/{name}": {
             "get": {
-                "description": "One template version with its steps and dependency graph: nodes, edges, levels, execution order and a Mermaid drawing.",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "One template version with its steps and dependency graph: nodes, edges, levels, execution order and a Mermaid drawing. Permission: tasker.handler:show.",
                 "produces": [
                     "application/json"
                 ],
@@ -249,13 +437,26 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.handlerResponse"
                         }
                     },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "404": {
                         "description": "No such template or version",
                         "schema": {
                             "$ref": "#/definitions/api.Problem"
                         }
                     }
-                }
+                },
+                "x-permission": "tasker.handler:show"
             }
         },
         "/health/live": {
@@ -306,7 +507,12 @@ const docTemplate = `{
         },
         "/health/status": {
             "get": {
-                "description": "Task and step counts by state, retry figures and connection use, from get_system_health_counts(); cached (TASKER_STATUS_CACHE, 15 s by default).",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Task and step counts by state, retry figures and connection use, from get_system_health_counts(); cached (TASKER_STATUS_CACHE, 15 s by default). Permission: tasker.health_status:index (only with TASKER_HEALTH_STATUS_AUTH=true, the default; otherwise open like live and ready).",
                 "produces": [
                     "application/json"
                 ],
@@ -321,18 +527,36 @@ const docTemplate = `{
                             "$ref": "#/definitions/health.StatusReport"
                         }
                     },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "503": {
                         "description": "Database unavailable or not migrated",
                         "schema": {
                             "$ref": "#/definitions/api.Problem"
                         }
                     }
-                }
+                },
+                "x-permission": "tasker.health_status:index"
             }
         },
         "/metrics": {
             "get": {
-                "description": "The Prometheus text format: tasks, steps and their durations, retries, queue depth and latency, custom business events, webhook deliveries, dropped events, HTTP requests by route pattern, the database pool, and the Go runtime and process. Labels hold names, never ids.",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "The Prometheus text format: tasks, steps and their durations, retries, queue depth and latency, custom business events, webhook deliveries, dropped events, HTTP requests by route pattern, the database pool, and the Go runtime and process. Labels hold names, never ids. Permission: tasker.metrics:index (only with TASKER_METRICS_AUTH=true; open by default).",
                 "produces": [
                     "text/plain"
                 ],
@@ -346,13 +570,31 @@ const docTemplate = `{
                         "schema": {
                             "type": "string"
                         }
+                    },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
                     }
-                }
+                },
+                "x-permission": "tasker.metrics:index"
             }
         },
         "/steps/{step_id}/complete": {
             "post": {
-                "description": "Records the results of the attempt that holds the step: the step completes, its dependents become runnable, and the task may complete — in one transaction. 409 when the attempt no longer holds the step (a stale attempt changes nothing). Results above TASKER_MAX_RESULT_BYTES fail the step for good (422).",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Records the results of the attempt that holds the step: the step completes, its dependents become runnable, and the task may complete — in one transaction. 409 when the attempt no longer holds the step (a stale attempt changes nothing). Results above TASKER_MAX_RESULT_BYTES fail the step for good (422). events are custom business events the attempt emitted ([{name, payload}], at most 100, payloads up to 64 KiB): each must be declared in the step template's custom_events (or the template's), else the call is refused with 422 and nothing is written; they are published with the completion like a Go handler's (tasker_custom_events_total, tasker_custom_event_value for a numeric payload value, webhooks). Permission: tasker.worker:claim.",
                 "consumes": [
                     "application/json"
                 ],
@@ -395,6 +637,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "404": {
                         "description": "No remote step with this id",
                         "schema": {
@@ -413,12 +667,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     }
-                }
+                },
+                "x-permission": "tasker.worker:claim"
             }
         },
         "/steps/{step_id}/fail": {
             "post": {
-                "description": "Records the failure of the attempt that holds the step. A retryable failure (the default) runs again after the step's backoff, or after retry_after_seconds when given (capped at the backoff's max), while the step's retry budget lasts; otherwise the step fails for good. 409 when the attempt no longer holds the step.",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Records the failure of the attempt that holds the step. A retryable failure (the default) runs again after the step's backoff, or after retry_after_seconds when given (capped at the backoff's max), while the step's retry budget lasts; otherwise the step fails for good. 409 when the attempt no longer holds the step. Permission: tasker.worker:claim.",
                 "consumes": [
                     "application/json"
                 ],
@@ -461,6 +721,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "404": {
                         "description": "No remote step with this id",
                         "schema": {
@@ -479,12 +751,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     }
-                }
+                },
+                "x-permission": "tasker.worker:claim"
             }
         },
         "/steps/{step_id}/heartbeat": {
             "post": {
-                "description": "Extends the lease of a step claimed at attempt, never past the step's deadline (its claim plus its timeout). 409 when the attempt no longer holds the step — cancelled (cancelled: true: stop working on it), timed out (timed_out: true) or taken back after its lease expired — and nothing changes.",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Extends the lease of a step claimed at attempt, never past the step's deadline (its claim plus its timeout). 409 when the attempt no longer holds the step — cancelled (cancelled: true: stop working on it), timed out (timed_out: true) or taken back after its lease expired — and nothing changes. Permission: tasker.worker:claim.",
                 "consumes": [
                     "application/json"
                 ],
@@ -527,6 +805,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "404": {
                         "description": "No remote step with this id",
                         "schema": {
@@ -545,12 +835,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     }
-                }
+                },
+                "x-permission": "tasker.worker:claim"
             }
         },
         "/tasks": {
             "get": {
-                "description": "Tasks matching every filter given, newest first by default, without their context. Page with Tasker's limit and offset, or, for deep pages and lists that grow while you read them, with the keyset cursor: pass next_cursor (or follow the Link header, rel=next) with the same filters and sort. A cursor page never repeats or skips a task whose sort key does not change (created_at never does). limit defaults to 20; above 100 it is served as 100.",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Tasks matching every filter given, newest first by default, without their context. Page with Tasker's limit and offset, or, for deep pages and lists that grow while you read them, with the keyset cursor: pass next_cursor (or follow the Link header, rel=next) with the same filters and sort. A cursor page never repeats or skips a task whose sort key does not change (created_at never does). limit defaults to 20; above 100 it is served as 100. Permission: tasker.task:index; a caller scoped to namespaces lists only theirs.",
                 "produces": [
                     "application/json"
                 ],
@@ -701,11 +997,29 @@ const docTemplate = `{
                         "schema": {
                             "$ref": "#/definitions/api.Problem"
                         }
+                    },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
                     }
-                }
+                },
+                "x-permission": "tasker.task:index"
             },
             "post": {
-                "description": "Creates a task from a registered template and schedules its root steps. An idempotency key (header or body) makes a retried request return the first task with 200; the same key with a different request is a 409.",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Creates a task from a registered template and schedules its root steps. An idempotency key (header or body) makes a retried request return the first task with 200; the same key with a different request is a 409. Permission: tasker.task:create in the namespace of the body (403 otherwise).",
                 "consumes": [
                     "application/json"
                 ],
@@ -764,6 +1078,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "409": {
                         "description": "Idempotency key used for a different request",
                         "schema": {
@@ -788,12 +1114,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     }
-                }
+                },
+                "x-permission": "tasker.task:create"
             }
         },
         "/tasks/{task_id}": {
             "get": {
-                "description": "A task with its context and workflow steps. include=transitions adds every state change of the task and its steps; include=dependencies (or Tasker's include_dependencies=true) adds each step's readiness and blocked reason, the execution status and recommended action, the dependency levels and the critical path, all from the SQL analysis functions. include=steps is accepted for Tasker's clients: steps are always included.",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "A task with its context and workflow steps. include=transitions adds every state change of the task and its steps; include=dependencies (or Tasker's include_dependencies=true) adds each step's readiness and blocked reason, the execution status and recommended action, the dependency levels and the critical path, all from the SQL analysis functions. include=steps is accepted for Tasker's clients: steps are always included. Permission: tasker.task:show.",
                 "produces": [
                     "application/json"
                 ],
@@ -845,16 +1177,34 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "404": {
                         "description": "No such task",
                         "schema": {
                             "$ref": "#/definitions/api.Problem"
                         }
                     }
-                }
+                },
+                "x-permission": "tasker.task:show"
             },
             "delete": {
-                "description": "Cancels the task and its unfinished steps; running handlers see their context cancelled. A complete task may be cancelled (admin override); a cancelled one may not.",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Cancels the task and its unfinished steps; running handlers see their context cancelled. A complete task may be cancelled (admin override); a cancelled one may not. Permission: tasker.task:cancel.",
                 "produces": [
                     "application/json"
                 ],
@@ -885,6 +1235,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "404": {
                         "description": "No such task",
                         "schema": {
@@ -897,10 +1259,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     }
-                }
+                },
+                "x-permission": "tasker.task:cancel"
             },
             "patch": {
-                "description": "Replaces the reason and/or the tags of a task, in any state. Other fields are refused (422): a task's template, context and steps are fixed once it exists.",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Replaces the reason and/or the tags of a task, in any state. Other fields are refused (422): a task's template, context and steps are fixed once it exists. Permission: tasker.task:update.",
                 "consumes": [
                     "application/json"
                 ],
@@ -943,6 +1311,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "404": {
                         "description": "No such task",
                         "schema": {
@@ -967,12 +1347,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     }
-                }
+                },
+                "x-permission": "tasker.task:update"
             }
         },
         "/tasks/{task_id}/diagram": {
             "get": {
-                "description": "The task's DAG as a Mermaid flowchart, each step labelled with its state and coloured by it. format=mermaid answers the bare Mermaid text (text/plain) to paste into a renderer.",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "The task's DAG as a Mermaid flowchart, each step labelled with its state and coloured by it. format=mermaid answers the bare Mermaid text (text/plain) to paste into a renderer. Permission: tasker.task:show.",
                 "produces": [
                     "application/json",
                     "text/plain"
@@ -1015,18 +1401,36 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "404": {
                         "description": "No such task",
                         "schema": {
                             "$ref": "#/definitions/api.Problem"
                         }
                     }
-                }
+                },
+                "x-permission": "tasker.task:show"
             }
         },
         "/tasks/{task_id}/resolve": {
             "post": {
-                "description": "Marks a task in error as resolved_manually. The body, if any, must be an empty JSON object.",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Marks a task in error as resolved_manually. The body, if any, must be an empty JSON object. Permission: tasker.task:resolve.",
                 "consumes": [
                     "application/json"
                 ],
@@ -1060,6 +1464,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "404": {
                         "description": "No such task",
                         "schema": {
@@ -1078,12 +1494,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     }
-                }
+                },
+                "x-permission": "tasker.task:resolve"
             }
         },
         "/tasks/{task_id}/retry": {
             "post": {
-                "description": "Sends every failed step of a task in error back to pending with a fresh retry budget. The body, if any, must be an empty JSON object.",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Sends every failed step of a task in error back to pending with a fresh retry budget. The body, if any, must be an empty JSON object. Permission: tasker.task:retry.",
                 "consumes": [
                     "application/json"
                 ],
@@ -1117,6 +1539,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "404": {
                         "description": "No such task",
                         "schema": {
@@ -1135,12 +1569,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     }
-                }
+                },
+                "x-permission": "tasker.task:retry"
             }
         },
         "/tasks/{task_id}/transitions": {
             "get": {
-                "description": "Every state change of the task and its steps, oldest first (step_id: one step's only), paged by keyset cursor: pass next_cursor, or follow the Link header (rel=next).",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Every state change of the task and its steps, oldest first (step_id: one step's only), paged by keyset cursor: pass next_cursor, or follow the Link header (rel=next). Permission: tasker.task:show.",
                 "produces": [
                     "application/json"
                 ],
@@ -1198,18 +1638,36 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "404": {
                         "description": "No such task",
                         "schema": {
                             "$ref": "#/definitions/api.Problem"
                         }
                     }
-                }
+                },
+                "x-permission": "tasker.task:show"
             }
         },
         "/tasks/{task_id}/workflow_steps": {
             "get": {
-                "description": "Every step of a task in creation order. A task's steps are fixed when it is created, so this list is not paginated.",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Every step of a task in creation order. A task's steps are fixed when it is created, so this list is not paginated. Permission: tasker.workflow_step:index.",
                 "produces": [
                     "application/json"
                 ],
@@ -1240,18 +1698,36 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "404": {
                         "description": "No such task",
                         "schema": {
                             "$ref": "#/definitions/api.Problem"
                         }
                     }
-                }
+                },
+                "x-permission": "tasker.workflow_step:index"
             }
         },
         "/tasks/{task_id}/workflow_steps/{step_id}": {
             "get": {
-                "description": "One step with its attempts, inputs, results, readiness (from get_step_readiness_status), every failed attempt's error, and its transitions.",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "One step with its attempts, inputs, results, readiness (from get_step_readiness_status), every failed attempt's error, and its transitions. Permission: tasker.workflow_step:show.",
                 "produces": [
                     "application/json"
                 ],
@@ -1290,16 +1766,34 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "404": {
                         "description": "No such task or step",
                         "schema": {
                             "$ref": "#/definitions/api.Problem"
                         }
                     }
-                }
+                },
+                "x-permission": "tasker.workflow_step:show"
             },
             "delete": {
-                "description": "The same as POST …/cancel, kept for Tasker's clients.",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "The same as POST …/cancel, kept for Tasker's clients. Permission: tasker.workflow_step:cancel.",
                 "produces": [
                     "application/json"
                 ],
@@ -1338,6 +1832,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "404": {
                         "description": "No such task or step",
                         "schema": {
@@ -1350,10 +1856,16 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     }
-                }
+                },
+                "x-permission": "tasker.workflow_step:cancel"
             },
             "patch": {
-                "description": "Replaces the retry_limit and/or the inputs of a step that is not running (409 while it runs). A pending step that has already spent attempts keeps at least one more: a lower limit is refused (422); cancel the step instead.",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Replaces the retry_limit and/or the inputs of a step that is not running (409 while it runs). A pending step that has already spent attempts keeps at least one more: a lower limit is refused (422); cancel the step instead. Permission: tasker.workflow_step:update.",
                 "consumes": [
                     "application/json"
                 ],
@@ -1404,6 +1916,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "404": {
                         "description": "No such task or step",
                         "schema": {
@@ -1434,12 +1958,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     }
-                }
+                },
+                "x-permission": "tasker.workflow_step:update"
             }
         },
         "/tasks/{task_id}/workflow_steps/{step_id}/cancel": {
             "post": {
-                "description": "Cancels a pending, running or failed step; its dependents never run, and the task fails once nothing else can run. The body, if any, must be an empty JSON object.",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Cancels a pending, running or failed step; its dependents never run, and the task fails once nothing else can run. The body, if any, must be an empty JSON object. Permission: tasker.workflow_step:cancel.",
                 "consumes": [
                     "application/json"
                 ],
@@ -1481,6 +2011,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "404": {
                         "description": "No such task or step",
                         "schema": {
@@ -1499,12 +2041,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     }
-                }
+                },
+                "x-permission": "tasker.workflow_step:cancel"
             }
         },
         "/tasks/{task_id}/workflow_steps/{step_id}/resolve": {
             "post": {
-                "description": "Marks a pending or failed step resolved_manually, optionally with results its dependents will read; they then proceed.",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Marks a pending or failed step resolved_manually, optionally with results its dependents will read; they then proceed. Permission: tasker.workflow_step:resolve.",
                 "consumes": [
                     "application/json"
                 ],
@@ -1554,6 +2102,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "404": {
                         "description": "No such task or step",
                         "schema": {
@@ -1584,12 +2144,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     }
-                }
+                },
+                "x-permission": "tasker.workflow_step:resolve"
             }
         },
         "/tasks/{task_id}/workflow_steps/{step_id}/retry": {
             "post": {
-                "description": "Sends a step in error back to pending with a fresh retry budget; a failed task is reopened. The body, if any, must be an empty JSON object.",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Sends a step in error back to pending with a fresh retry budget; a failed task is reopened. The body, if any, must be an empty JSON object. Permission: tasker.workflow_step:retry.",
                 "consumes": [
                     "application/json"
                 ],
@@ -1631,6 +2197,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "404": {
                         "description": "No such task or step",
                         "schema": {
@@ -1649,12 +2227,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     }
-                }
+                },
+                "x-permission": "tasker.workflow_step:retry"
             }
         },
         "/templates": {
             "post": {
-                "description": "Registers a template, written in YAML (Content-Type application/yaml) or JSON, in the format of docs/templates.md. Registering the same template again is a no-op (200, result unchanged); a different template at a registered version is a 409 unless replace=true (200, result replaced). Every validation error is listed with a JSON pointer into the document (422).",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Registers a template, written in YAML (Content-Type application/yaml) or JSON, in the format of docs/templates.md. Registering the same template again is a no-op (200, result unchanged); a different template at a registered version is a 409 unless replace=true (200, result replaced). Every validation error is listed with a JSON pointer into the document (422). Permission: tasker.template:create in the namespace of the template (403 otherwise).",
                 "consumes": [
                     "application/yaml",
                     "application/json"
@@ -1709,6 +2293,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "409": {
                         "description": "Another template is registered at this version",
                         "schema": {
@@ -1733,12 +2329,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     }
-                }
+                },
+                "x-permission": "tasker.template:create"
             }
         },
         "/templates/{namespace}/{name}/{version}": {
             "delete": {
-                "description": "Soft-deletes one version: existing tasks keep it, new tasks cannot use it. 409 while unfinished tasks use it, unless force=true.",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Soft-deletes one version: existing tasks keep it, new tasks cannot use it. 409 while unfinished tasks use it, unless force=true. Permission: tasker.template:destroy.",
                 "produces": [
                     "application/json"
                 ],
@@ -1788,6 +2390,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "404": {
                         "description": "No live version matches",
                         "schema": {
@@ -1800,12 +2414,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     }
-                }
+                },
+                "x-permission": "tasker.template:destroy"
             }
         },
         "/webhooks": {
             "get": {
-                "description": "The live subscriptions, oldest first, without their secrets.",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "The live subscriptions, oldest first, without their secrets. Permission: tasker.webhook:index.",
                 "produces": [
                     "application/json"
                 ],
@@ -1819,11 +2439,29 @@ const docTemplate = `{
                         "schema": {
                             "$ref": "#/definitions/api.WebhookListResponse"
                         }
+                    },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
                     }
-                }
+                },
+                "x-permission": "tasker.webhook:index"
             },
             "post": {
-                "description": "Each event whose name matches one of events (\"task.*\", \"step.failed\", \"order.*\", \"*\") is POSTed to url as JSON, signed: X-Tasker-Signature: t=\u003cunix seconds\u003e,v1=\u003chex HMAC-SHA256 of \"\u003ct\u003e.\u003cbody\u003e\"\u003e keyed with the secret. Deliveries are written to an outbox in the transaction of the state change that caused them, retried with backoff, and at least once: deduplicate by the body's id. The secret is returned only in this answer; absent, one is generated.",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Each event whose name matches one of events (\"task.*\", \"step.failed\", \"order.*\", \"*\") is POSTed to url as JSON, signed: X-Tasker-Signature: t=\u003cunix seconds\u003e,v1=\u003chex HMAC-SHA256 of \"\u003ct\u003e.\u003cbody\u003e\"\u003e keyed with the secret. Deliveries are written to an outbox in the transaction of the state change that caused them, retried with backoff, and at least once: deduplicate by the body's id. The secret is returned only in this answer; absent, one is generated. Permission: tasker.webhook:create.",
                 "consumes": [
                     "application/json"
                 ],
@@ -1858,6 +2496,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "415": {
                         "description": "Not JSON",
                         "schema": {
@@ -1870,11 +2520,17 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     }
-                }
+                },
+                "x-permission": "tasker.webhook:create"
             }
         },
         "/webhooks/{webhook_id}": {
             "get": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
                 "produces": [
                     "application/json"
                 ],
@@ -1905,16 +2561,34 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "404": {
                         "description": "No such webhook",
                         "schema": {
                             "$ref": "#/definitions/api.Problem"
                         }
                     }
-                }
+                },
+                "x-permission": "tasker.webhook:show"
             },
             "delete": {
-                "description": "No event is delivered to it any more; its pending deliveries are cancelled.",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "No event is delivered to it any more; its pending deliveries are cancelled. Permission: tasker.webhook:destroy.",
                 "tags": [
                     "webhooks"
                 ],
@@ -1939,18 +2613,36 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "404": {
                         "description": "No such webhook",
                         "schema": {
                             "$ref": "#/definitions/api.Problem"
                         }
                     }
-                }
+                },
+                "x-permission": "tasker.webhook:destroy"
             }
         },
         "/webhooks/{webhook_id}/deliveries": {
             "get": {
-                "description": "Its deliveries, newest first, each with every attempt (status code, error, duration, replica) and the body sent. next continues the listing as ?before=.",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Its deliveries, newest first, each with every attempt (status code, error, duration, replica) and the body sent. next continues the listing as ?before=. Permission: tasker.webhook:show.",
                 "produces": [
                     "application/json"
                 ],
@@ -2008,18 +2700,36 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "404": {
                         "description": "No such webhook",
                         "schema": {
                             "$ref": "#/definitions/api.Problem"
                         }
                     }
-                }
+                },
+                "x-permission": "tasker.webhook:show"
             }
         },
         "/workers": {
             "get": {
-                "description": "The workers seen within seen_within (default 5m): the queues each claimed from last, when it was first and last seen, the replica that served it last, and the steps it holds now.",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "The workers seen within seen_within (default 5m): the queues each claimed from last, when it was first and last seen, the replica that served it last, and the steps it holds now. Permission: tasker.worker:index.",
                 "produces": [
                     "application/json"
                 ],
@@ -2047,13 +2757,31 @@ const docTemplate = `{
                         "schema": {
                             "$ref": "#/definitions/api.Problem"
                         }
+                    },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
                     }
-                }
+                },
+                "x-permission": "tasker.worker:index"
             }
         },
         "/workers/claim": {
             "post": {
-                "description": "Leases up to max runnable steps of the named remote queues (\"remote:\u003cname\u003e\") to the worker, with what it needs to run them: handler_config, the task's context, the parents' results by step name, the correlation id and traceparent. attempt is the fencing token of heartbeat, complete and fail. With wait_seconds (at most 30) the call long-polls: it returns as soon as work exists, or with no steps when the wait ends. Waiting workers are woken by the engine's notifications, not by polling the database.",
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Leases up to max runnable steps of the named remote queues (\"remote:\u003cname\u003e\") to the worker, with what it needs to run them: handler_config, the task's context, the parents' results by step name, the correlation id, and a traceparent naming the attempt's span in the task's trace (continue it so the worker's spans nest under the step). attempt is the fencing token of heartbeat, complete and fail. With wait_seconds (at most 30) the call long-polls: it returns as soon as work exists, or with no steps when the wait ends. Waiting workers are woken by the engine's notifications, not by polling the database. Permission: tasker.worker:claim for each queue (remote:refunds needs refunds:tasker.worker:claim).",
                 "consumes": [
                     "application/json"
                 ],
@@ -2088,6 +2816,18 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
                     "415": {
                         "description": "Not JSON",
                         "schema": {
@@ -2100,11 +2840,40 @@ const docTemplate = `{
                             "$ref": "#/definitions/api.Problem"
                         }
                     }
-                }
+                },
+                "x-permission": "tasker.worker:claim"
             }
         }
     },
     "definitions": {
+        "api.AuditListResponse": {
+            "type": "object",
+            "properties": {
+                "count": {
+                    "type": "integer",
+                    "example": 20
+                },
+                "events": {
+                    "type": "array",
+                    "items": {
+                        "$ref": "#/definitions/store.AuditEvent"
+                    }
+                },
+                "has_more": {
+                    "description": "HasMore says whether another page follows.",
+                    "type": "boolean"
+                },
+                "limit": {
+                    "type": "integer",
+                    "example": 20
+                },
+                "next_cursor": {
+                    "description": "NextCursor resumes after this page (also in the Link header, rel=next).",
+                    "type": "string",
+                    "x-nullable": true
+                }
+            }
+        },
         "api.BlockingStep": {
             "type": "object",
             "properties": {
@@ -2324,7 +3093,9 @@ const docTemplate = `{
                     "type": "number"
                 },
                 "traceparent": {
-                    "type": "string"
+                    "description": "Traceparent (W3C) names this attempt's span in the task's trace: a\nworker's spans for the step continue the trace as its children.",
+                    "type": "string",
+                    "example": "00-0190f8c45a8b7c3e9b1a2f4e6d8c0a1b-5f2e8c1a9b3d7e40-01"
                 }
             }
         },
@@ -2334,6 +3105,13 @@ const docTemplate = `{
                 "attempt": {
                     "type": "integer",
                     "example": 1
+                },
+                "events": {
+                    "description": "Events are custom business events the attempt emitted; each must be\ndeclared in the step template's custom_events (or the template's).",
+                    "type": "array",
+                    "items": {
+                        "$ref": "#/definitions/api.CustomEventJSON"
+                    }
                 },
                 "results": {
                     "type": "object"
@@ -2511,6 +3289,18 @@ const docTemplate = `{
                 },
                 "task_version": {
                     "type": "string"
+                }
+            }
+        },
+        "api.CustomEventJSON": {
+            "type": "object",
+            "properties": {
+                "name": {
+                    "type": "string",
+                    "example": "order.charged"
+                },
+                "payload": {
+                    "type": "object"
                 }
             }
         },
@@ -4782,6 +5572,56 @@ const docTemplate = `{
                 }
             }
         },
+        "store.AuditEvent": {
+            "type": "object",
+            "properties": {
+                "action": {
+                    "description": "Action is the permission the route requires, e.g. tasker.task:cancel.",
+                    "type": "string"
+                },
+                "actor": {
+                    "description": "Actor is the token's subject; \"\" when authentication is off.",
+                    "type": "string"
+                },
+                "id": {
+                    "type": "integer"
+                },
+                "method": {
+                    "type": "string"
+                },
+                "namespace": {
+                    "type": "string"
+                },
+                "occurred_at": {
+                    "type": "string"
+                },
+                "outcome": {
+                    "description": "Outcome is succeeded (2xx), failed (any other answer) or denied\n(refused by authorization).",
+                    "type": "string",
+                    "enum": [
+                        "succeeded",
+                        "failed",
+                        "denied"
+                    ]
+                },
+                "path": {
+                    "type": "string"
+                },
+                "request_id": {
+                    "type": "string"
+                },
+                "resource": {
+                    "description": "Resource is the permission's resource, e.g. task.",
+                    "type": "string"
+                },
+                "resource_id": {
+                    "type": "string"
+                },
+                "status": {
+                    "type": "integer"
+                }
+            }
+        },
         "store.InFlightStep": {
             "type": "object",
             "properties": {
@@ -4834,6 +5674,14 @@ const docTemplate = `{
             }
         }
     },
+    "securityDefinitions": {
+        "BearerAuth": {
+            "description": "With TASKER_AUTH_MODE=jwt, every route but the probes (live, ready) and these docs needs a JWT: enter \"Bearer \u003ctoken\u003e\". The token's roles (claim TASKER_JWT_ROLES_CLAIM, default roles) map to permissions tasker.\u003cresource\u003e:\u003caction\u003e, optionally scoped to a namespace (payments:tasker.task:cancel); each operation names its permission in x-permission and its description. Missing or invalid token: 401 with WWW-Authenticate: Bearer; a permission held nowhere: 403; an object in a namespace outside the caller's scope: 404, as if it did not exist. See docs/auth.md.",
+            "type": "apiKey",
+            "name": "Authorization",
+            "in": "header"
+        }
+    },
     "tags": [
         {
             "description": "Tasks: instances of a template with a context, run step by step.",
@@ -4870,12 +5718,12 @@ const docTemplate = `{
         {
             "description": "Prometheus metrics.",
             "name": "metrics"
+        },
+        {
+            "description": "The audit trail: who did what to which object.",
+            "name": "audit"
         }
-    ],
-    "externalDocs": {
-        "description": "Tasker, the model taskerd follows",
-        "url": "https://github.com/tasker-systems/tasker"
-    }
+    ]
 }`
 
 // SwaggerInfo holds exported Swagger Info so clients can modify it

@@ -213,6 +213,8 @@ step_templates:
   - name: check_refund_policy
     handler: "remote:refund_policy"
     depends_on_step: validate_refund_request
+    custom_events:
+      - {name: refund.approved, description: "A refund passed the policy; value is the amount"}
   - name: execute_refund_workflow
     handler: subtask
     depends_on_step: check_refund_policy
@@ -302,6 +304,7 @@ func refundScenario(t *testing.T, worker string, workerCmd ...string) {
 	taskerd := run(t, "taskerd", []string{
 		"TASKER_DATABASE_URL=" + testdb.New(t), "TASKER_HTTP_ADDR=" + addr, "TASKER_LOG_FORMAT=text",
 		"TASKER_POLL_INTERVAL=500ms", "TASKER_SECRET_CUSTOMER__SUCCESS_SUPPORT_TOKEN=" + supportToken,
+		"TASKER_INSECURE_NO_AUTH=true", // the example runs on loopback; docs/auth.md shows workers with tokens
 	}, filepath.Join(bin, "taskerd"), "serve")
 	a := api{t: t, base: "http://" + addr}
 	deadline := time.Now().Add(30 * time.Second)
@@ -332,6 +335,21 @@ func refundScenario(t *testing.T, worker string, workerCmd ...string) {
 	policy := stepResults(task, "check_refund_policy")
 	if policy["worker"] != worker || policy["approved_amount_cents"] != float64(4200) || policy["payment_id"] != "pay_T100" || policy["policy"] != "standard-gold" {
 		t.Errorf("check_refund_policy results %v", policy)
+	}
+	if worker == "go" {
+		// The Go worker emits refund.approved with the amount as its value.
+		const want = `tasker_custom_event_value_sum{event="refund.approved",namespace="customer_success",task="process_refund"} 42`
+		var metrics string
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && !strings.Contains(metrics, want); time.Sleep(50 * time.Millisecond) {
+			if resp, err := http.Get(a.base + "/tasker/metrics"); err == nil {
+				raw, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				metrics = string(raw)
+			}
+		}
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
 	}
 	children, _ := task["child_tasks"].([]any)
 	if len(children) != 1 || children[0].(map[string]any)["full_name"] != "payments.process_refund@1.0.0" {

@@ -194,12 +194,16 @@ type BottlenecksResponse struct {
 // performance answers throughput, rates and durations.
 //
 //	@Summary		Performance analytics
-//	@Description	Task and step throughput, completion and error rates, and average/p50/p95/p99 task and step durations over the last period hours, overall and per namespace, computed by the SQL function get_analytics_metrics() with percentile_cont. Answers are cached for a few seconds (see generated_at).
+//	@Description	Task and step throughput, completion and error rates, and average/p50/p95/p99 task and step durations over the last period hours, overall and per namespace, computed by the SQL function get_analytics_metrics() with percentile_cont. Answers are cached for a few seconds (see generated_at). Permission: tasker.analytics:index.
 //	@Tags			analytics
 //	@Produce		json
 //	@Param			period	query		int	false	"Hours to look back"	default(24)	minimum(1)	maximum(8784)
 //	@Success		200		{object}	PerformanceResponse
 //	@Failure		400		{object}	Problem	"Bad period"
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.analytics:index"
 //	@Router			/analytics/performance [get]
 func (h *analyticsHandlers) performance(w http.ResponseWriter, r *http.Request) {
 	q := newQueryParams(r)
@@ -248,7 +252,7 @@ func round4(f float64) float64 { return math.Round(f*1e4) / 1e4 }
 // bottlenecks answers what slows tasks down.
 //
 //	@Summary		Bottleneck analytics
-//	@Description	The slowest tasks and steps, the most retried steps, error patterns and the steps that block the most dependents over the last period hours, optionally for one namespace, name and version, from the SQL functions get_slowest_tasks(), get_slowest_steps(), get_most_retried_steps(), get_error_patterns() and get_blocking_steps(). At most 10 entries per list. Answers are cached for a few seconds (see generated_at).
+//	@Description	The slowest tasks and steps, the most retried steps, error patterns and the steps that block the most dependents over the last period hours, optionally for one namespace, name and version, from the SQL functions get_slowest_tasks(), get_slowest_steps(), get_most_retried_steps(), get_error_patterns() and get_blocking_steps(). At most 10 entries per list. Answers are cached for a few seconds (see generated_at). Permission: tasker.analytics:index.
 //	@Tags			analytics
 //	@Produce		json
 //	@Param			namespace	query		string	false	"Template namespace"	example(shop)
@@ -257,6 +261,10 @@ func round4(f float64) float64 { return math.Round(f*1e4) / 1e4 }
 //	@Param			period		query		int		false	"Hours to look back"	default(24)	minimum(1)	maximum(8784)
 //	@Success		200			{object}	BottlenecksResponse
 //	@Failure		400			{object}	Problem	"Bad period or parameter"
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.analytics:index"
 //	@Router			/analytics/bottlenecks [get]
 func (h *analyticsHandlers) bottlenecks(w http.ResponseWriter, r *http.Request) {
 	q := newQueryParams(r)

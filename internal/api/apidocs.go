@@ -43,6 +43,12 @@ import (
 //	@tag.description			Outbound webhooks: subscriptions to events, signed deliveries through a transactional outbox, and their log.
 //	@tag.name					metrics
 //	@tag.description			Prometheus metrics.
+//	@tag.name					audit
+//	@tag.description			The audit trail: who did what to which object.
+//	@securityDefinitions.apikey	BearerAuth
+//	@in							header
+//	@name						Authorization
+//	@description				With TASKER_AUTH_MODE=jwt, every route but the probes (live, ready) and these docs needs a JWT: enter "Bearer <token>". The token's roles (claim TASKER_JWT_ROLES_CLAIM, default roles) map to permissions tasker.<resource>:<action>, optionally scoped to a namespace (payments:tasker.task:cancel); each operation names its permission in x-permission and its description. Missing or invalid token: 401 with WWW-Authenticate: Bearer; a permission held nowhere: 403; an object in a namespace outside the caller's scope: 404, as if it did not exist. See docs/auth.md.
 //	@externalDocs.description	Tasker, the model taskerd follows
 //	@externalDocs.url			https://github.com/tasker-systems/tasker
 
@@ -69,11 +75,6 @@ func newAPIDocs(logger *slog.Logger) *apiDocs {
 			"tryItOutEnabled":        "false",
 		}),
 	)}
-}
-
-func (d *apiDocs) routes(r chi.Router) {
-	r.Get("/api-docs", d.redirect)
-	r.Get("/api-docs/*", d.serve)
 }
 
 // redirect sends /tasker/api-docs to /tasker/api-docs/, where the UI's

@@ -35,7 +35,7 @@ var stateStyles = []struct{ state, style string }{
 // diagram answers a task's DAG as Mermaid.
 //
 //	@Summary		Draw a task's steps
-//	@Description	The task's DAG as a Mermaid flowchart, each step labelled with its state and coloured by it. format=mermaid answers the bare Mermaid text (text/plain) to paste into a renderer.
+//	@Description	The task's DAG as a Mermaid flowchart, each step labelled with its state and coloured by it. format=mermaid answers the bare Mermaid text (text/plain) to paste into a renderer. Permission: tasker.task:show.
 //	@Tags			tasks
 //	@Produce		json
 //	@Produce		plain
@@ -44,6 +44,10 @@ var stateStyles = []struct{ state, style string }{
 //	@Success		200		{object}	DiagramResponse
 //	@Failure		400		{object}	Problem	"Malformed task id or format"
 //	@Failure		404		{object}	Problem	"No such task"
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.task:show"
 //	@Router			/tasks/{task_id}/diagram [get]
 func (h *taskHandlers) diagram(w http.ResponseWriter, r *http.Request) {
 	id, ok := h.taskID(w, r)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"slices"
 
 	"github.com/go-chi/chi/v5"
 
@@ -26,13 +27,22 @@ type namespacesResponse struct {
 // namespaces answers GET /handlers.
 //
 //	@Summary		List namespaces
-//	@Description	The namespaces that have live templates, with how many templates each holds (Tasker's handler discovery).
+//	@Description	The namespaces that have live templates, with how many templates each holds (Tasker's handler discovery). Permission: tasker.handler:index; a caller scoped to namespaces lists only theirs.
 //	@Tags			handlers
 //	@Produce		json
 //	@Success		200	{object}	namespacesResponse
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.handler:index"
 //	@Router			/handlers [get]
 func (h *discoveryHandlers) namespaces(w http.ResponseWriter, r *http.Request) {
 	ns := h.registry.Namespaces()
+	// The registry's list is in memory and short: filtering it here is
+	// the whole cost (no page to keep full).
+	if s := scopeOf(r); !s.All() {
+		ns = slices.DeleteFunc(ns, func(n registry.NamespaceSummary) bool { return !s.Contains(n.Name) })
+	}
 	WriteJSON(w, http.StatusOK, namespacesResponse{Namespaces: ns, TotalNamespaces: len(ns)})
 }
 
@@ -46,12 +56,16 @@ type namespaceResponse struct {
 // live templates.
 //
 //	@Summary		List a namespace's templates
-//	@Description	The templates of a namespace, each with its live versions.
+//	@Description	The templates of a namespace, each with its live versions. Permission: tasker.handler:index.
 //	@Tags			handlers
 //	@Produce		json
 //	@Param			namespace	path		string	true	"Namespace"	example(shop)
 //	@Success		200			{object}	namespaceResponse
 //	@Failure		404			{object}	Problem	"No live templates in this namespace"
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.handler:index"
 //	@Router			/handlers/{namespace} [get]
 func (h *discoveryHandlers) namespace(w http.ResponseWriter, r *http.Request) {
 	ns := chi.URLParam(r, "namespace")
@@ -87,7 +101,7 @@ type handlerResponse struct {
 // "latest": the highest live version).
 //
 //	@Summary		Show a template
-//	@Description	One template version with its steps and dependency graph: nodes, edges, levels, execution order and a Mermaid drawing.
+//	@Description	One template version with its steps and dependency graph: nodes, edges, levels, execution order and a Mermaid drawing. Permission: tasker.handler:show.
 //	@Tags			handlers
 //	@Produce		json
 //	@Param			namespace	path		string	true	"Namespace"									example(shop)
@@ -95,6 +109,10 @@ type handlerResponse struct {
 //	@Param			version		query		string	false	"Version; default (or latest) the highest"	example(1.0.0)
 //	@Success		200			{object}	handlerResponse
 //	@Failure		404			{object}	Problem	"No such template or version"
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.handler:show"
 //	@Router			/handlers/{namespace}/{name} [get]
 func (h *discoveryHandlers) handler(w http.ResponseWriter, r *http.Request) {
 	version := r.URL.Query().Get("version")

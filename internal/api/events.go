@@ -56,11 +56,15 @@ type EventCatalogResponse struct {
 // templates.
 //
 //	@Summary		The event catalog
-//	@Description	Every event taskerd emits (task, step, workflow and handler events), when, whether its webhook deliveries are written in the transaction of its state change, and its payload's JSON Schema; the envelope webhooks receive; and the custom business events the live templates declare. docs/events.md is generated from the same catalog.
+//	@Description	Every event taskerd emits (task, step, workflow and handler events), when, whether its webhook deliveries are written in the transaction of its state change, and its payload's JSON Schema; the envelope webhooks receive; and the custom business events the live templates declare. docs/events.md is generated from the same catalog. Permission: tasker.event:index.
 //	@Tags			events
 //	@Produce		json
 //	@Param			category	query		string	false	"Only this category"	Enums(task, step, workflow, handler, custom)
 //	@Success		200			{object}	EventCatalogResponse
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.event:index"
 //	@Router			/events [get]
 func (h *eventHandlers) catalog(w http.ResponseWriter, r *http.Request) {
 	category := r.URL.Query().Get("category")

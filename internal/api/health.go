@@ -48,11 +48,15 @@ func (h *healthHandlers) ready(w http.ResponseWriter, r *http.Request) {
 // status summarises tasks, steps, retries and connections.
 //
 //	@Summary		System status
-//	@Description	Task and step counts by state, retry figures and connection use, from get_system_health_counts(); cached (TASKER_STATUS_CACHE, 15 s by default).
+//	@Description	Task and step counts by state, retry figures and connection use, from get_system_health_counts(); cached (TASKER_STATUS_CACHE, 15 s by default). Permission: tasker.health_status:index (only with TASKER_HEALTH_STATUS_AUTH=true, the default; otherwise open like live and ready).
 //	@Tags			health
 //	@Produce		json
 //	@Success		200	{object}	health.StatusReport
 //	@Failure		503	{object}	Problem	"Database unavailable or not migrated"
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.health_status:index"
 //	@Router			/health/status [get]
 func (h *healthHandlers) status(w http.ResponseWriter, r *http.Request) {
 	rep, err := h.checker.Status(r.Context())

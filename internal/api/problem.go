@@ -95,6 +95,20 @@ func ValidationFailed(detail string, errs ...FieldError) *Problem {
 	return newProblem(http.StatusUnprocessableEntity, "validation-failed", "Validation Failed", detail, errs)
 }
 
+// Unauthorized reports a request without valid credentials; the caller
+// must also set WWW-Authenticate. The detail never says what was wrong with
+// a token: that would help forge one (the log has it).
+func Unauthorized() *Problem {
+	return newProblem(http.StatusUnauthorized, "unauthorized", "Unauthorized",
+		"a valid bearer token is required (Authorization: Bearer <JWT>)", nil)
+}
+
+// Forbidden reports an authenticated caller without the permission the
+// request needs.
+func Forbidden(detail string) *Problem {
+	return newProblem(http.StatusForbidden, "forbidden", "Forbidden", detail, nil)
+}
+
 // NotFound reports that the addressed resource does not exist.
 func NotFound(detail string) *Problem {
 	return newProblem(http.StatusNotFound, "not-found", "Not Found", detail, nil)

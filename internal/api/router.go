@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/taskerd/taskerd/internal/auth"
 	"github.com/taskerd/taskerd/internal/engine"
 	"github.com/taskerd/taskerd/internal/health"
 	"github.com/taskerd/taskerd/internal/registry"
@@ -54,8 +55,123 @@ type Config struct {
 	// AnalyticsCacheTTL is how long an analytics answer is reused; default
 	// 30 s, negative: computed for every request.
 	AnalyticsCacheTTL time.Duration
+	// Verifier authenticates bearer tokens; nil means authentication is
+	// off (TASKER_AUTH_MODE=none): every caller may do everything. With a
+	// Verifier, Store is required.
+	Verifier *auth.Verifier
+	// HealthStatusAuth makes /health/status need tasker.health_status:index
+	// (TASKER_HEALTH_STATUS_AUTH); otherwise it is open like live and ready.
+	HealthStatusAuth bool
+	// MetricsAuth makes /metrics need tasker.metrics:index (TASKER_METRICS_AUTH).
+	MetricsAuth bool
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
+}
+
+// Route is one line of the route table: a method and pattern under
+// /tasker, who may call it, and its handler.
+type Route struct {
+	Method, Pattern string
+	Access          Access
+	Handler         http.HandlerFunc
+}
+
+// routeTable is every route the API serves with the permission each needs,
+// in one place. Parts whose service is not configured are left out.
+//
+// Permissions follow Tasker's (tasker.<resource>:<action>); DELETE of a
+// task or step is a cancel, as in Tasker.
+func routeTable(cfg Config, logger *slog.Logger) []Route {
+	var rt []Route
+	add := func(method, pattern string, a Access, h http.HandlerFunc) {
+		rt = append(rt, Route{Method: method, Pattern: pattern, Access: a, Handler: h})
+	}
+	public := Access{Public: true}
+	global := func(p auth.Permission) Access { return Access{Permission: p, Global: true} }
+	task := func(p auth.Permission) Access { return Access{Permission: p, Object: ObjectTask} }
+	taskAction := func(p auth.Permission) Access { return Access{Permission: p, Object: ObjectTask, Audit: true} }
+	inNamespace := func(p auth.Permission) Access { return Access{Permission: p, Object: ObjectNamespace} }
+
+	h := &healthHandlers{checker: cfg.Health, logger: logger}
+	add(http.MethodGet, "/health/live", public, h.live)
+	add(http.MethodGet, "/health/ready", public, h.ready)
+	add(http.MethodGet, "/health/status", Access{Permission: auth.HealthStatusIndex, Global: true, Public: !cfg.HealthStatusAuth}, h.status)
+	if cfg.Registry != nil {
+		th := &templateHandlers{registry: cfg.Registry, logger: logger}
+		// The namespace of a new template is in its body: register checks it.
+		add(http.MethodPost, "/templates", Access{Permission: auth.TemplateCreate, Audit: true}, th.register)
+		add(http.MethodDelete, "/templates/{namespace}/{name}/{version}",
+			Access{Permission: auth.TemplateDestroy, Object: ObjectNamespace, Audit: true}, th.remove)
+		dh := &discoveryHandlers{registry: cfg.Registry, logger: logger}
+		add(http.MethodGet, "/handlers", Access{Permission: auth.HandlerIndex}, dh.namespaces) // filtered by scope
+		add(http.MethodGet, "/handlers/{namespace}", inNamespace(auth.HandlerIndex), dh.namespace)
+		add(http.MethodGet, "/handlers/{namespace}/{name}", inNamespace(auth.HandlerShow), dh.handler)
+	}
+	if cfg.Engine != nil {
+		th := &taskHandlers{engine: cfg.Engine, store: cfg.Store, registry: cfg.Registry, logger: logger}
+		if cfg.Store != nil {
+			add(http.MethodGet, "/tasks", Access{Permission: auth.TaskIndex}, th.list) // filtered by scope in SQL
+		}
+		// The namespace of a new task is in its body: create checks it.
+		add(http.MethodPost, "/tasks", Access{Permission: auth.TaskCreate, Audit: true}, th.create)
+		add(http.MethodGet, "/tasks/{task_id}", task(auth.TaskShow), th.show)
+		add(http.MethodDelete, "/tasks/{task_id}", taskAction(auth.TaskCancel), th.cancel)
+		add(http.MethodPost, "/tasks/{task_id}/retry", taskAction(auth.TaskRetry), th.retry)
+		add(http.MethodPost, "/tasks/{task_id}/resolve", taskAction(auth.TaskResolve), th.resolve)
+		add(http.MethodGet, "/tasks/{task_id}/diagram", task(auth.TaskShow), th.diagram)
+		add(http.MethodGet, "/tasks/{task_id}/workflow_steps", task(auth.StepIndex), th.steps)
+		if cfg.Store != nil {
+			add(http.MethodPatch, "/tasks/{task_id}", taskAction(auth.TaskUpdate), th.update)
+			add(http.MethodGet, "/tasks/{task_id}/transitions", task(auth.TaskShow), th.transitions)
+		}
+		const step = "/tasks/{task_id}/workflow_steps/{step_id}"
+		add(http.MethodGet, step, task(auth.StepShow), th.step)
+		add(http.MethodDelete, step, taskAction(auth.StepCancel), th.stepDestroy)
+		add(http.MethodPost, step+"/retry", taskAction(auth.StepRetry), th.stepRetry)
+		add(http.MethodPost, step+"/resolve", taskAction(auth.StepResolve), th.stepResolve)
+		add(http.MethodPost, step+"/cancel", taskAction(auth.StepCancel), th.stepCancel)
+		if cfg.Store != nil {
+			add(http.MethodPatch, step, taskAction(auth.StepUpdate), th.updateStep)
+		}
+	}
+	if cfg.Workers != nil {
+		wh := &workerHandlers{workers: cfg.Workers, logger: logger}
+		// Worker protocol calls are not audited: steps' transitions already
+		// name the worker, and a row per heartbeat would put a write on the
+		// hot path. Refused calls are audited like any other.
+		// claim checks each queue of its body against the scope.
+		add(http.MethodPost, "/workers/claim", Access{Permission: auth.WorkerClaim}, wh.claim)
+		add(http.MethodGet, "/workers", global(auth.WorkerIndex), wh.list)
+		remoteStep := Access{Permission: auth.WorkerClaim, Object: ObjectRemoteStep}
+		add(http.MethodPost, "/steps/{step_id}/heartbeat", remoteStep, wh.heartbeat)
+		add(http.MethodPost, "/steps/{step_id}/complete", remoteStep, wh.complete)
+		add(http.MethodPost, "/steps/{step_id}/fail", remoteStep, wh.fail)
+	}
+	if cfg.Store != nil {
+		ttl := cmp.Or(cfg.AnalyticsCacheTTL, DefaultAnalyticsCacheTTL)
+		ah := &analyticsHandlers{store: cfg.Store, logger: logger, now: time.Now, cache: newTTLCache(ttl, time.Now)}
+		add(http.MethodGet, "/analytics/performance", global(auth.AnalyticsIndex), ah.performance)
+		add(http.MethodGet, "/analytics/bottlenecks", global(auth.AnalyticsIndex), ah.bottlenecks)
+		add(http.MethodGet, "/audit", Access{Permission: auth.AuditIndex}, (&auditHandlers{store: cfg.Store, logger: logger}).list) // filtered by scope in SQL
+	}
+	docs := newAPIDocs(logger)
+	// The documentation is open: the spec says what exists, never what is in it.
+	add(http.MethodGet, "/api-docs", public, docs.redirect)
+	add(http.MethodGet, "/api-docs/*", public, docs.serve)
+	add(http.MethodGet, "/events", global(auth.EventIndex), (&eventHandlers{registry: cfg.Registry, logger: logger}).catalog)
+	if cfg.Webhooks != nil {
+		wh := &webhookHandlers{webhooks: cfg.Webhooks, logger: logger}
+		add(http.MethodPost, "/webhooks", Access{Permission: auth.WebhookCreate, Global: true, Audit: true}, wh.create)
+		add(http.MethodGet, "/webhooks", global(auth.WebhookIndex), wh.list)
+		add(http.MethodGet, "/webhooks/{webhook_id}", global(auth.WebhookShow), wh.show)
+		add(http.MethodDelete, "/webhooks/{webhook_id}", Access{Permission: auth.WebhookDestroy, Global: true, Audit: true}, wh.remove)
+		add(http.MethodGet, "/webhooks/{webhook_id}/deliveries", global(auth.WebhookShow), wh.deliveries)
+	}
+	if cfg.Telemetry != nil {
+		add(http.MethodGet, "/metrics", Access{Permission: auth.MetricsIndex, Global: true, Public: !cfg.MetricsAuth},
+			metricsHandler{cfg.Telemetry.MetricsHandler()}.serve)
+	}
+	return rt
 }
 
 // New returns the handler serving every route under /tasker.
@@ -78,39 +194,13 @@ func New(cfg Config) (http.Handler, error) {
 	r.Use(RequestID, observeRequests(cfg.Telemetry), AccessLog(logger), Recoverer(logger), CORS(origins),
 		BodyLimit(cmp.Or(cfg.MaxBodyBytes, DefaultMaxBodyBytes)), Gzip(DefaultGzipMinBytes))
 
-	h := &healthHandlers{checker: cfg.Health, logger: logger}
+	if cfg.Verifier != nil && cfg.Store == nil {
+		return nil, errors.New("api: authentication needs Store, to check objects' namespaces and record the audit trail")
+	}
+	g := &guard{verifier: cfg.Verifier, store: cfg.Store, logger: logger}
 	r.Route(BasePath, func(r chi.Router) {
-		r.Get("/health/live", h.live)
-		r.Get("/health/ready", h.ready)
-		r.Get("/health/status", h.status)
-		if cfg.Registry != nil {
-			th := &templateHandlers{registry: cfg.Registry, logger: logger}
-			r.Post("/templates", th.register)
-			r.Delete("/templates/{namespace}/{name}/{version}", th.remove)
-			dh := &discoveryHandlers{registry: cfg.Registry, logger: logger}
-			r.Get("/handlers", dh.namespaces)
-			r.Get("/handlers/{namespace}", dh.namespace)
-			r.Get("/handlers/{namespace}/{name}", dh.handler)
-		}
-		if cfg.Engine != nil {
-			(&taskHandlers{engine: cfg.Engine, store: cfg.Store, logger: logger}).routes(r)
-		}
-		if cfg.Workers != nil {
-			(&workerHandlers{workers: cfg.Workers, logger: logger}).routes(r)
-		}
-		if cfg.Store != nil {
-			ttl := cmp.Or(cfg.AnalyticsCacheTTL, DefaultAnalyticsCacheTTL)
-			ah := &analyticsHandlers{store: cfg.Store, logger: logger, now: time.Now, cache: newTTLCache(ttl, time.Now)}
-			r.Get("/analytics/performance", ah.performance)
-			r.Get("/analytics/bottlenecks", ah.bottlenecks)
-		}
-		newAPIDocs(logger).routes(r)
-		r.Get("/events", (&eventHandlers{registry: cfg.Registry, logger: logger}).catalog)
-		if cfg.Webhooks != nil {
-			(&webhookHandlers{webhooks: cfg.Webhooks, logger: logger}).routes(r)
-		}
-		if cfg.Telemetry != nil {
-			r.Get("/metrics", metricsHandler{cfg.Telemetry.MetricsHandler()}.serve)
+		for _, rt := range routeTable(cfg, logger) {
+			r.Method(rt.Method, rt.Pattern, &guardedRoute{access: rt.Access, guard: g, next: rt.Handler})
 		}
 	})
 	return r, nil

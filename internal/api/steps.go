@@ -43,13 +43,17 @@ type StepDetailResponse struct {
 // steps lists a task's workflow steps.
 //
 //	@Summary		List a task's workflow steps
-//	@Description	Every step of a task in creation order. A task's steps are fixed when it is created, so this list is not paginated.
+//	@Description	Every step of a task in creation order. A task's steps are fixed when it is created, so this list is not paginated. Permission: tasker.workflow_step:index.
 //	@Tags			workflow steps
 //	@Produce		json
 //	@Param			task_id	path		string	true	"Task id"	Format(uuid)
 //	@Success		200		{object}	StepListResponse
 //	@Failure		400		{object}	Problem	"Malformed task id"
 //	@Failure		404		{object}	Problem	"No such task"
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.workflow_step:index"
 //	@Router			/tasks/{task_id}/workflow_steps [get]
 func (h *taskHandlers) steps(w http.ResponseWriter, r *http.Request) {
 	id, ok := h.taskID(w, r)
@@ -71,7 +75,7 @@ func (h *taskHandlers) steps(w http.ResponseWriter, r *http.Request) {
 // step answers one step with its readiness, errors and transitions.
 //
 //	@Summary		Show a workflow step
-//	@Description	One step with its attempts, inputs, results, readiness (from get_step_readiness_status), every failed attempt's error, and its transitions.
+//	@Description	One step with its attempts, inputs, results, readiness (from get_step_readiness_status), every failed attempt's error, and its transitions. Permission: tasker.workflow_step:show.
 //	@Tags			workflow steps
 //	@Produce		json
 //	@Param			task_id	path		string	true	"Task id"	Format(uuid)
@@ -79,6 +83,10 @@ func (h *taskHandlers) steps(w http.ResponseWriter, r *http.Request) {
 //	@Success		200		{object}	StepDetailResponse
 //	@Failure		400		{object}	Problem	"Malformed id"
 //	@Failure		404		{object}	Problem	"No such task or step"
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.workflow_step:show"
 //	@Router			/tasks/{task_id}/workflow_steps/{step_id} [get]
 func (h *taskHandlers) step(w http.ResponseWriter, r *http.Request) {
 	taskID, stepID, ok := h.stepIDs(w, r)
@@ -144,7 +152,7 @@ type UpdateStepRequest struct {
 // updateStep changes a step's retry limit and inputs (Tasker's update).
 //
 //	@Summary		Update a step's retry limit and inputs
-//	@Description	Replaces the retry_limit and/or the inputs of a step that is not running (409 while it runs). A pending step that has already spent attempts keeps at least one more: a lower limit is refused (422); cancel the step instead.
+//	@Description	Replaces the retry_limit and/or the inputs of a step that is not running (409 while it runs). A pending step that has already spent attempts keeps at least one more: a lower limit is refused (422); cancel the step instead. Permission: tasker.workflow_step:update.
 //	@Tags			workflow steps
 //	@Accept			json
 //	@Produce		json
@@ -158,6 +166,10 @@ type UpdateStepRequest struct {
 //	@Failure		413		{object}	Problem	"Body too large"
 //	@Failure		415		{object}	Problem	"Not JSON"
 //	@Failure		422		{object}	Problem	"Unknown field, wrong type, out-of-range retry_limit, inputs not an object"
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.workflow_step:update"
 //	@Router			/tasks/{task_id}/workflow_steps/{step_id} [patch]
 func (h *taskHandlers) updateStep(w http.ResponseWriter, r *http.Request) {
 	taskID, stepID, ok := h.stepIDs(w, r)
@@ -195,7 +207,7 @@ func (h *taskHandlers) updateStep(w http.ResponseWriter, r *http.Request) {
 // stepRetry sends a failed step back to pending with a fresh budget.
 //
 //	@Summary		Retry a failed step
-//	@Description	Sends a step in error back to pending with a fresh retry budget; a failed task is reopened. The body, if any, must be an empty JSON object.
+//	@Description	Sends a step in error back to pending with a fresh retry budget; a failed task is reopened. The body, if any, must be an empty JSON object. Permission: tasker.workflow_step:retry.
 //	@Tags			workflow steps
 //	@Accept			json
 //	@Produce		json
@@ -206,6 +218,10 @@ func (h *taskHandlers) updateStep(w http.ResponseWriter, r *http.Request) {
 //	@Failure		404		{object}	Problem	"No such task or step"
 //	@Failure		409		{object}	Problem	"The step is not in error"
 //	@Failure		415		{object}	Problem	"A body that is not JSON"
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.workflow_step:retry"
 //	@Router			/tasks/{task_id}/workflow_steps/{step_id}/retry [post]
 func (h *taskHandlers) stepRetry(w http.ResponseWriter, r *http.Request) {
 	var none struct{}
@@ -223,7 +239,7 @@ type ResolveStepRequest struct {
 // stepResolve resolves a pending or failed step by hand.
 //
 //	@Summary		Resolve a step by hand
-//	@Description	Marks a pending or failed step resolved_manually, optionally with results its dependents will read; they then proceed.
+//	@Description	Marks a pending or failed step resolved_manually, optionally with results its dependents will read; they then proceed. Permission: tasker.workflow_step:resolve.
 //	@Tags			workflow steps
 //	@Accept			json
 //	@Produce		json
@@ -237,6 +253,10 @@ type ResolveStepRequest struct {
 //	@Failure		413		{object}	Problem	"Body too large"
 //	@Failure		415		{object}	Problem	"Not JSON"
 //	@Failure		422		{object}	Problem	"Unknown field or wrong type"
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.workflow_step:resolve"
 //	@Router			/tasks/{task_id}/workflow_steps/{step_id}/resolve [post]
 func (h *taskHandlers) stepResolve(w http.ResponseWriter, r *http.Request) {
 	var body ResolveStepRequest
@@ -248,7 +268,7 @@ func (h *taskHandlers) stepResolve(w http.ResponseWriter, r *http.Request) {
 // stepCancel cancels one step.
 //
 //	@Summary		Cancel a step
-//	@Description	Cancels a pending, running or failed step; its dependents never run, and the task fails once nothing else can run. The body, if any, must be an empty JSON object.
+//	@Description	Cancels a pending, running or failed step; its dependents never run, and the task fails once nothing else can run. The body, if any, must be an empty JSON object. Permission: tasker.workflow_step:cancel.
 //	@Tags			workflow steps
 //	@Accept			json
 //	@Produce		json
@@ -259,6 +279,10 @@ func (h *taskHandlers) stepResolve(w http.ResponseWriter, r *http.Request) {
 //	@Failure		404		{object}	Problem	"No such task or step"
 //	@Failure		409		{object}	Problem	"The step is finished"
 //	@Failure		415		{object}	Problem	"A body that is not JSON"
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.workflow_step:cancel"
 //	@Router			/tasks/{task_id}/workflow_steps/{step_id}/cancel [post]
 func (h *taskHandlers) stepCancel(w http.ResponseWriter, r *http.Request) {
 	var none struct{}
@@ -270,7 +294,7 @@ func (h *taskHandlers) stepCancel(w http.ResponseWriter, r *http.Request) {
 // stepDestroy is Tasker's destroy of a step: the same as cancel.
 //
 //	@Summary		Cancel a step (Tasker's destroy)
-//	@Description	The same as POST …/cancel, kept for Tasker's clients.
+//	@Description	The same as POST …/cancel, kept for Tasker's clients. Permission: tasker.workflow_step:cancel.
 //	@Tags			workflow steps
 //	@Produce		json
 //	@Param			task_id	path		string	true	"Task id"	Format(uuid)
@@ -279,6 +303,10 @@ func (h *taskHandlers) stepCancel(w http.ResponseWriter, r *http.Request) {
 //	@Failure		400		{object}	Problem	"Malformed id"
 //	@Failure		404		{object}	Problem	"No such task or step"
 //	@Failure		409		{object}	Problem	"The step is finished"
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.workflow_step:cancel"
 //	@Router			/tasks/{task_id}/workflow_steps/{step_id} [delete]
 func (h *taskHandlers) stepDestroy(w http.ResponseWriter, r *http.Request) {
 	h.stepCancel(w, r)

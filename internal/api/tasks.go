@@ -15,6 +15,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 
+	"github.com/taskerd/taskerd/internal/auth"
 	"github.com/taskerd/taskerd/internal/engine"
 	"github.com/taskerd/taskerd/internal/registry"
 	"github.com/taskerd/taskerd/internal/store"
@@ -35,39 +36,13 @@ const (
 
 type taskHandlers struct {
 	engine *engine.Engine
+	// registry finds a task's template schema, to redact its sensitive
+	// context values; nil shows the context as it is.
+	registry *registry.Registry
 	// store serves the reads and edits the engine has no business with:
 	// lists, analysis, annotations. nil leaves those routes out.
 	store  *store.Store
 	logger *slog.Logger
-}
-
-func (h *taskHandlers) routes(r chi.Router) {
-	if h.store != nil {
-		r.Get("/tasks", h.list)
-	}
-	r.Post("/tasks", h.create)
-	r.Route("/tasks/{task_id}", func(r chi.Router) {
-		r.Get("/", h.show)
-		r.Delete("/", h.cancel)
-		r.Post("/retry", h.retry)
-		r.Post("/resolve", h.resolve)
-		r.Get("/diagram", h.diagram)
-		r.Get("/workflow_steps", h.steps)
-		if h.store != nil {
-			r.Patch("/", h.update)
-			r.Get("/transitions", h.transitions)
-		}
-		r.Route("/workflow_steps/{step_id}", func(r chi.Router) {
-			r.Get("/", h.step)
-			r.Delete("/", h.stepDestroy)
-			r.Post("/retry", h.stepRetry)
-			r.Post("/resolve", h.stepResolve)
-			r.Post("/cancel", h.stepCancel)
-			if h.store != nil {
-				r.Patch("/", h.updateStep)
-			}
-		})
-	})
 }
 
 // CreateTaskRequest is the body of POST /tasker/tasks.
@@ -105,7 +80,7 @@ type CreateTaskRequest struct {
 // the context does not match its schema.
 //
 //	@Summary		Create a task
-//	@Description	Creates a task from a registered template and schedules its root steps. An idempotency key (header or body) makes a retried request return the first task with 200; the same key with a different request is a 409.
+//	@Description	Creates a task from a registered template and schedules its root steps. An idempotency key (header or body) makes a retried request return the first task with 200; the same key with a different request is a 409. Permission: tasker.task:create in the namespace of the body (403 otherwise).
 //	@Tags			tasks
 //	@Accept			json
 //	@Produce		json
@@ -120,6 +95,10 @@ type CreateTaskRequest struct {
 //	@Failure		413					{object}	Problem				"Body too large"
 //	@Failure		415					{object}	Problem				"Not JSON"
 //	@Failure		422					{object}	Problem				"Unknown template, invalid context or fields"
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.task:create"
 //	@Router			/tasks [post]
 func (h *taskHandlers) create(w http.ResponseWriter, r *http.Request) {
 	var body CreateTaskRequest
@@ -155,6 +134,13 @@ func (h *taskHandlers) create(w http.ResponseWriter, r *http.Request) {
 		WriteProblem(w, r, ValidationFailed("the task request is not valid", problems...))
 		return
 	}
+	// The namespace is the caller's own choice here, so refusing it leaks
+	// nothing: 403, not the 404 of an object addressed by id.
+	if !can(r, auth.TaskCreate, body.Namespace) {
+		noteAudit(r, "", body.Namespace)
+		WriteProblem(w, r, Forbidden(fmt.Sprintf("this request needs the permission %s in namespace %q", auth.TaskCreate, body.Namespace)))
+		return
+	}
 	correlation := r.Header.Get(CorrelationHeader)
 	if correlation == "" || len(correlation) > 128 {
 		correlation = uuid.Must(uuid.NewV7()).String()
@@ -174,8 +160,14 @@ func (h *taskHandlers) create(w http.ResponseWriter, r *http.Request) {
 	if created {
 		status = http.StatusCreated
 	}
+	noteAudit(r, view.Task.TaskID.String(), view.Task.Namespace)
 	w.Header().Set("Location", BasePath+"/tasks/"+view.Task.TaskID.String())
-	WriteJSON(w, status, taskJSON(view))
+	out := taskJSON(view)
+	if err := h.redactContext(r, view, &out); err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	WriteJSON(w, status, out)
 }
 
 // checkTags refuses empty, overlong and too many tags.
@@ -201,7 +193,7 @@ type taskIncludes struct {
 // analysis when asked.
 //
 //	@Summary		Show a task
-//	@Description	A task with its context and workflow steps. include=transitions adds every state change of the task and its steps; include=dependencies (or Tasker's include_dependencies=true) adds each step's readiness and blocked reason, the execution status and recommended action, the dependency levels and the critical path, all from the SQL analysis functions. include=steps is accepted for Tasker's clients: steps are always included.
+//	@Description	A task with its context and workflow steps. include=transitions adds every state change of the task and its steps; include=dependencies (or Tasker's include_dependencies=true) adds each step's readiness and blocked reason, the execution status and recommended action, the dependency levels and the critical path, all from the SQL analysis functions. include=steps is accepted for Tasker's clients: steps are always included. Permission: tasker.task:show.
 //	@Tags			tasks
 //	@Produce		json
 //	@Param			task_id					path		string		true	"Task id"	Format(uuid)
@@ -210,6 +202,10 @@ type taskIncludes struct {
 //	@Success		200						{object}	TaskResponse
 //	@Failure		400						{object}	Problem	"Malformed task id or query parameter"
 //	@Failure		404						{object}	Problem	"No such task"
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.task:show"
 //	@Router			/tasks/{task_id} [get]
 func (h *taskHandlers) show(w http.ResponseWriter, r *http.Request) {
 	id, ok := h.taskID(w, r)
@@ -238,6 +234,10 @@ func (h *taskHandlers) render(w http.ResponseWriter, r *http.Request, id uuid.UU
 		return
 	}
 	out := taskJSON(view)
+	if err := h.redactContext(r, view, &out); err != nil { // sensitive.go
+		h.fail(w, r, err)
+		return
+	}
 	if err := h.addLinks(r, &out); err != nil { // subtasks.go
 		h.fail(w, r, err)
 		return
@@ -270,7 +270,7 @@ type UpdateTaskRequest struct {
 // task's state; nothing else of a task can be changed.
 //
 //	@Summary		Update a task's reason and tags
-//	@Description	Replaces the reason and/or the tags of a task, in any state. Other fields are refused (422): a task's template, context and steps are fixed once it exists.
+//	@Description	Replaces the reason and/or the tags of a task, in any state. Other fields are refused (422): a task's template, context and steps are fixed once it exists. Permission: tasker.task:update.
 //	@Tags			tasks
 //	@Accept			json
 //	@Produce		json
@@ -282,6 +282,10 @@ type UpdateTaskRequest struct {
 //	@Failure		413		{object}	Problem	"Body too large"
 //	@Failure		415		{object}	Problem	"Not JSON"
 //	@Failure		422		{object}	Problem	"Unknown field, wrong type, or nothing to change"
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.task:update"
 //	@Router			/tasks/{task_id} [patch]
 func (h *taskHandlers) update(w http.ResponseWriter, r *http.Request) {
 	id, ok := h.taskID(w, r)
@@ -317,7 +321,7 @@ func (h *taskHandlers) update(w http.ResponseWriter, r *http.Request) {
 // cancel cancels a task (Tasker's destroy).
 //
 //	@Summary		Cancel a task
-//	@Description	Cancels the task and its unfinished steps; running handlers see their context cancelled. A complete task may be cancelled (admin override); a cancelled one may not.
+//	@Description	Cancels the task and its unfinished steps; running handlers see their context cancelled. A complete task may be cancelled (admin override); a cancelled one may not. Permission: tasker.task:cancel.
 //	@Tags			tasks
 //	@Produce		json
 //	@Param			task_id	path		string	true	"Task id"	Format(uuid)
@@ -325,6 +329,10 @@ func (h *taskHandlers) update(w http.ResponseWriter, r *http.Request) {
 //	@Failure		400		{object}	Problem	"Malformed task id"
 //	@Failure		404		{object}	Problem	"No such task"
 //	@Failure		409		{object}	Problem	"Already cancelled"
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.task:cancel"
 //	@Router			/tasks/{task_id} [delete]
 func (h *taskHandlers) cancel(w http.ResponseWriter, r *http.Request) {
 	h.taskAction(w, r, h.engine.CancelTask)
@@ -333,7 +341,7 @@ func (h *taskHandlers) cancel(w http.ResponseWriter, r *http.Request) {
 // retry sends a failed task's failed steps back to pending.
 //
 //	@Summary		Retry a failed task
-//	@Description	Sends every failed step of a task in error back to pending with a fresh retry budget. The body, if any, must be an empty JSON object.
+//	@Description	Sends every failed step of a task in error back to pending with a fresh retry budget. The body, if any, must be an empty JSON object. Permission: tasker.task:retry.
 //	@Tags			tasks
 //	@Accept			json
 //	@Produce		json
@@ -343,6 +351,10 @@ func (h *taskHandlers) cancel(w http.ResponseWriter, r *http.Request) {
 //	@Failure		404		{object}	Problem	"No such task"
 //	@Failure		409		{object}	Problem	"The task is not in error"
 //	@Failure		415		{object}	Problem	"A body that is not JSON"
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.task:retry"
 //	@Router			/tasks/{task_id}/retry [post]
 func (h *taskHandlers) retry(w http.ResponseWriter, r *http.Request) {
 	h.taskAction(w, r, h.engine.RetryTask)
@@ -351,7 +363,7 @@ func (h *taskHandlers) retry(w http.ResponseWriter, r *http.Request) {
 // resolve resolves a failed task by hand.
 //
 //	@Summary		Resolve a failed task by hand
-//	@Description	Marks a task in error as resolved_manually. The body, if any, must be an empty JSON object.
+//	@Description	Marks a task in error as resolved_manually. The body, if any, must be an empty JSON object. Permission: tasker.task:resolve.
 //	@Tags			tasks
 //	@Accept			json
 //	@Produce		json
@@ -361,6 +373,10 @@ func (h *taskHandlers) retry(w http.ResponseWriter, r *http.Request) {
 //	@Failure		404		{object}	Problem	"No such task"
 //	@Failure		409		{object}	Problem	"The task is not in error"
 //	@Failure		415		{object}	Problem	"A body that is not JSON"
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.task:resolve"
 //	@Router			/tasks/{task_id}/resolve [post]
 func (h *taskHandlers) resolve(w http.ResponseWriter, r *http.Request) {
 	h.taskAction(w, r, h.engine.ResolveTask)
@@ -419,8 +435,9 @@ func noQuery(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-// actor is who acts, for the audit trail; authentication fills it later.
-func actor(r *http.Request) string { return "" }
+// actor is who acts, recorded on the transitions a request causes: the
+// subject of its token ("" when authentication is off).
+func actor(r *http.Request) string { return principalOf(r).Subject }
 
 func (h *taskHandlers) taskID(w http.ResponseWriter, r *http.Request) (uuid.UUID, bool) {
 	return pathUUID(w, r, "task_id")

@@ -72,7 +72,7 @@ func cursorKeyOf(t *store.Task, sort store.TaskSort) taskCursorKey {
 // list answers GET /tasks: filtered, sorted, paged by offset or cursor.
 //
 //	@Summary		List tasks
-//	@Description	Tasks matching every filter given, newest first by default, without their context. Page with Tasker's limit and offset, or, for deep pages and lists that grow while you read them, with the keyset cursor: pass next_cursor (or follow the Link header, rel=next) with the same filters and sort. A cursor page never repeats or skips a task whose sort key does not change (created_at never does). limit defaults to 20; above 100 it is served as 100.
+//	@Description	Tasks matching every filter given, newest first by default, without their context. Page with Tasker's limit and offset, or, for deep pages and lists that grow while you read them, with the keyset cursor: pass next_cursor (or follow the Link header, rel=next) with the same filters and sort. A cursor page never repeats or skips a task whose sort key does not change (created_at never does). limit defaults to 20; above 100 it is served as 100. Permission: tasker.task:index; a caller scoped to namespaces lists only theirs.
 //	@Tags			tasks
 //	@Produce		json
 //	@Param			namespace		query		string		false	"Template namespace"				example(shop)
@@ -92,6 +92,10 @@ func cursorKeyOf(t *store.Task, sort store.TaskSort) taskCursorKey {
 //	@Success		200				{object}	TaskListResponse
 //	@Header			200				{string}	Link	"<…?cursor=…>; rel=\"next\" when another page follows"
 //	@Failure		400				{object}	Problem	"Bad filter, sort, limit, offset or cursor"
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.task:index"
 //	@Router			/tasks [get]
 func (h *taskHandlers) list(w http.ResponseWriter, r *http.Request) {
 	q := newQueryParams(r)
@@ -127,6 +131,12 @@ func (h *taskHandlers) list(w http.ResponseWriter, r *http.Request) {
 	fp := queryFingerprint("tasks", f.Namespace, f.Name, f.Version, quoteList(f.Statuses), f.Initiator, f.SourceSystem,
 		quoteList(f.Tags), f.CreatedAfter.UTC().Format(time.RFC3339Nano), f.CreatedBefore.UTC().Format(time.RFC3339Nano),
 		string(sort), order)
+	// A caller scoped to some namespaces lists only theirs; the filter is
+	// part of the query, so pages stay full. The cursor's fingerprint
+	// leaves it out: the scope is the caller's, not the query's.
+	if s := scopeOf(r); !s.All() {
+		f.Namespaces = append([]string{}, s.Namespaces()...)
+	}
 	params := store.TaskListParams{Filter: f, Sort: sort, Desc: order == "desc", Offset: offset, Limit: limit + 1}
 	if rawCursor != "" {
 		var k taskCursorKey

@@ -72,9 +72,13 @@ type metricsHandler struct{ h http.Handler }
 // serve answers GET /tasker/metrics.
 //
 //	@Summary		Prometheus metrics
-//	@Description	The Prometheus text format: tasks, steps and their durations, retries, queue depth and latency, custom business events, webhook deliveries, dropped events, HTTP requests by route pattern, the database pool, and the Go runtime and process. Labels hold names, never ids.
+//	@Description	The Prometheus text format: tasks, steps and their durations, retries, queue depth and latency, custom business events, webhook deliveries, dropped events, HTTP requests by route pattern, the database pool, and the Go runtime and process. Labels hold names, never ids. Permission: tasker.metrics:index (only with TASKER_METRICS_AUTH=true; open by default).
 //	@Tags			metrics
 //	@Produce		plain
 //	@Success		200	{string}	string	"Metrics in the Prometheus text format"
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.metrics:index"
 //	@Router			/metrics [get]
 func (m metricsHandler) serve(w http.ResponseWriter, r *http.Request) { m.h.ServeHTTP(w, r) }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/taskerd/taskerd/internal/auth"
 	"github.com/taskerd/taskerd/internal/registry"
 )
 
@@ -36,7 +37,7 @@ type templateResponse struct {
 // invalid with every error.
 //
 //	@Summary		Register a task template
-//	@Description	Registers a template, written in YAML (Content-Type application/yaml) or JSON, in the format of docs/templates.md. Registering the same template again is a no-op (200, result unchanged); a different template at a registered version is a 409 unless replace=true (200, result replaced). Every validation error is listed with a JSON pointer into the document (422).
+//	@Description	Registers a template, written in YAML (Content-Type application/yaml) or JSON, in the format of docs/templates.md. Registering the same template again is a no-op (200, result unchanged); a different template at a registered version is a 409 unless replace=true (200, result replaced). Every validation error is listed with a JSON pointer into the document (422). Permission: tasker.template:create in the namespace of the template (403 otherwise).
 //	@Tags			templates
 //	@Accept			application/yaml
 //	@Accept			json
@@ -51,6 +52,10 @@ type templateResponse struct {
 //	@Failure		413			{object}	Problem				"Body too large"
 //	@Failure		415			{object}	Problem				"Neither YAML nor JSON"
 //	@Failure		422			{object}	Problem				"Invalid template, every error listed"
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.template:create"
 //	@Router			/templates [post]
 func (h *templateHandlers) register(w http.ResponseWriter, r *http.Request) {
 	format, err := registry.FormatForContentType(r.Header.Get("Content-Type"))
@@ -68,7 +73,19 @@ func (h *templateHandlers) register(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, r, h.logger, err)
 		return
 	}
-	res, err := h.registry.Register(r.Context(), body, format, registry.RegisterOptions{Replace: replace, Source: "api"})
+	def, err := h.registry.Parse(body, format)
+	if err != nil {
+		WriteError(w, r, h.logger, err)
+		return
+	}
+	ns := def.Template.NamespaceName
+	noteAudit(r, def.Template.FullName(), ns)
+	// The namespace is the caller's own choice, so refusing it leaks nothing.
+	if !can(r, auth.TemplateCreate, ns) {
+		WriteProblem(w, r, Forbidden(fmt.Sprintf("this request needs the permission %s in namespace %q", auth.TemplateCreate, ns)))
+		return
+	}
+	res, err := h.registry.RegisterDefinition(r.Context(), def, registry.RegisterOptions{Replace: replace, Source: "api"})
 	if err != nil {
 		WriteError(w, r, h.logger, err)
 		return
@@ -93,7 +110,7 @@ func (h *templateHandlers) register(w http.ResponseWriter, r *http.Request) {
 // ?force=true; 404 when no live version matches.
 //
 //	@Summary		Retire a task template version
-//	@Description	Soft-deletes one version: existing tasks keep it, new tasks cannot use it. 409 while unfinished tasks use it, unless force=true.
+//	@Description	Soft-deletes one version: existing tasks keep it, new tasks cannot use it. 409 while unfinished tasks use it, unless force=true. Permission: tasker.template:destroy.
 //	@Tags			templates
 //	@Produce		json
 //	@Param			namespace	path	string	true	"Namespace"	example(shop)
@@ -104,6 +121,10 @@ func (h *templateHandlers) register(w http.ResponseWriter, r *http.Request) {
 //	@Failure		400	{object}	Problem	"Bad force"
 //	@Failure		404	{object}	Problem	"No live version matches"
 //	@Failure		409	{object}	Problem	"Unfinished tasks use it"
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.template:destroy"
 //	@Router			/templates/{namespace}/{name}/{version} [delete]
 func (h *templateHandlers) remove(w http.ResponseWriter, r *http.Request) {
 	force, err := boolParam(r, "force")

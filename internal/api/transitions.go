@@ -38,7 +38,7 @@ func (k transitionCursorKey) valid() error {
 // transitions answers a page of a task's history.
 //
 //	@Summary		List a task's transitions
-//	@Description	Every state change of the task and its steps, oldest first (step_id: one step's only), paged by keyset cursor: pass next_cursor, or follow the Link header (rel=next).
+//	@Description	Every state change of the task and its steps, oldest first (step_id: one step's only), paged by keyset cursor: pass next_cursor, or follow the Link header (rel=next). Permission: tasker.task:show.
 //	@Tags			tasks
 //	@Produce		json
 //	@Param			task_id	path		string	true	"Task id"	Format(uuid)
@@ -49,6 +49,10 @@ func (k transitionCursorKey) valid() error {
 //	@Header			200		{string}	Link	"<…?cursor=…>; rel=\"next\" when another page follows"
 //	@Failure		400		{object}	Problem	"Malformed id, limit or cursor"
 //	@Failure		404		{object}	Problem	"No such task"
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.task:show"
 //	@Router			/tasks/{task_id}/transitions [get]
 func (h *taskHandlers) transitions(w http.ResponseWriter, r *http.Request) {
 	id, ok := h.taskID(w, r)

@@ -22,14 +22,6 @@ type webhookHandlers struct {
 	logger   *slog.Logger
 }
 
-func (h *webhookHandlers) routes(r chi.Router) {
-	r.Post("/webhooks", h.create)
-	r.Get("/webhooks", h.list)
-	r.Get("/webhooks/{webhook_id}", h.show)
-	r.Delete("/webhooks/{webhook_id}", h.remove)
-	r.Get("/webhooks/{webhook_id}/deliveries", h.deliveries)
-}
-
 // CreateWebhookRequest is the body of POST /tasker/webhooks.
 type CreateWebhookRequest struct {
 	// URL receives a POST per event.
@@ -60,7 +52,7 @@ func webhookJSON(w *store.Webhook) WebhookResponse {
 // secret (shown this once), 422 with every invalid field.
 //
 //	@Summary		Subscribe a URL to events
-//	@Description	Each event whose name matches one of events ("task.*", "step.failed", "order.*", "*") is POSTed to url as JSON, signed: X-Tasker-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>"> keyed with the secret. Deliveries are written to an outbox in the transaction of the state change that caused them, retried with backoff, and at least once: deduplicate by the body's id. The secret is returned only in this answer; absent, one is generated.
+//	@Description	Each event whose name matches one of events ("task.*", "step.failed", "order.*", "*") is POSTed to url as JSON, signed: X-Tasker-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>"> keyed with the secret. Deliveries are written to an outbox in the transaction of the state change that caused them, retried with backoff, and at least once: deduplicate by the body's id. The secret is returned only in this answer; absent, one is generated. Permission: tasker.webhook:create.
 //	@Tags			webhooks
 //	@Accept			json
 //	@Produce		json
@@ -69,6 +61,10 @@ func webhookJSON(w *store.Webhook) WebhookResponse {
 //	@Failure		400		{object}	Problem	"Malformed JSON"
 //	@Failure		415		{object}	Problem	"Not JSON"
 //	@Failure		422		{object}	Problem	"Invalid url, event pattern or secret; unknown field"
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.webhook:create"
 //	@Router			/webhooks [post]
 func (h *webhookHandlers) create(w http.ResponseWriter, r *http.Request) {
 	var req CreateWebhookRequest
@@ -95,10 +91,14 @@ type WebhookListResponse struct {
 // list answers GET /tasker/webhooks.
 //
 //	@Summary		List webhook subscriptions
-//	@Description	The live subscriptions, oldest first, without their secrets.
+//	@Description	The live subscriptions, oldest first, without their secrets. Permission: tasker.webhook:index.
 //	@Tags			webhooks
 //	@Produce		json
 //	@Success		200	{object}	WebhookListResponse
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.webhook:index"
 //	@Router			/webhooks [get]
 func (h *webhookHandlers) list(w http.ResponseWriter, r *http.Request) {
 	list, err := h.webhooks.List(r.Context())
@@ -122,6 +122,10 @@ func (h *webhookHandlers) list(w http.ResponseWriter, r *http.Request) {
 //	@Success		200			{object}	WebhookResponse
 //	@Failure		400			{object}	Problem	"Malformed id"
 //	@Failure		404			{object}	Problem	"No such webhook"
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.webhook:show"
 //	@Router			/webhooks/{webhook_id} [get]
 func (h *webhookHandlers) show(w http.ResponseWriter, r *http.Request) {
 	id, ok := webhookID(w, r)
@@ -139,12 +143,16 @@ func (h *webhookHandlers) show(w http.ResponseWriter, r *http.Request) {
 // remove answers DELETE /tasker/webhooks/{id}: 204; pending deliveries are cancelled.
 //
 //	@Summary		Delete a webhook subscription
-//	@Description	No event is delivered to it any more; its pending deliveries are cancelled.
+//	@Description	No event is delivered to it any more; its pending deliveries are cancelled. Permission: tasker.webhook:destroy.
 //	@Tags			webhooks
 //	@Param			webhook_id	path	string	true	"Webhook id"	Format(uuid)
 //	@Success		204
 //	@Failure		400	{object}	Problem	"Malformed id"
 //	@Failure		404	{object}	Problem	"No such webhook"
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.webhook:destroy"
 //	@Router			/webhooks/{webhook_id} [delete]
 func (h *webhookHandlers) remove(w http.ResponseWriter, r *http.Request) {
 	id, ok := webhookID(w, r)
@@ -195,7 +203,7 @@ const (
 // newest first.
 //
 //	@Summary		A webhook's delivery log
-//	@Description	Its deliveries, newest first, each with every attempt (status code, error, duration, replica) and the body sent. next continues the listing as ?before=.
+//	@Description	Its deliveries, newest first, each with every attempt (status code, error, duration, replica) and the body sent. next continues the listing as ?before=. Permission: tasker.webhook:show.
 //	@Tags			webhooks
 //	@Produce		json
 //	@Param			webhook_id	path		string	true	"Webhook id"	Format(uuid)
@@ -205,6 +213,10 @@ const (
 //	@Success		200			{object}	DeliveryListResponse
 //	@Failure		400			{object}	Problem	"Malformed id or query parameter"
 //	@Failure		404			{object}	Problem	"No such webhook"
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.webhook:show"
 //	@Router			/webhooks/{webhook_id}/deliveries [get]
 func (h *webhookHandlers) deliveries(w http.ResponseWriter, r *http.Request) {
 	id, ok := webhookID(w, r)

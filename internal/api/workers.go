@@ -9,9 +9,10 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 
+	"github.com/taskerd/taskerd/internal/auth"
+	"github.com/taskerd/taskerd/internal/handler"
 	"github.com/taskerd/taskerd/internal/store"
 	"github.com/taskerd/taskerd/internal/workers"
 )
@@ -21,14 +22,6 @@ import (
 type workerHandlers struct {
 	workers *workers.Service
 	logger  *slog.Logger
-}
-
-func (h *workerHandlers) routes(r chi.Router) {
-	r.Post("/workers/claim", h.claim)
-	r.Get("/workers", h.list)
-	r.Post("/steps/{step_id}/heartbeat", h.heartbeat)
-	r.Post("/steps/{step_id}/complete", h.complete)
-	r.Post("/steps/{step_id}/fail", h.fail)
 }
 
 // ClaimRequest is the body of POST /tasker/workers/claim.
@@ -66,7 +59,9 @@ type ClaimedStep struct {
 	Context       json.RawMessage            `json:"context" swaggertype:"object"`
 	ParentResults map[string]json.RawMessage `json:"parent_results" swaggertype:"object"`
 	CorrelationID string                     `json:"correlation_id,omitempty"`
-	Traceparent   string                     `json:"traceparent,omitempty"`
+	// Traceparent (W3C) names this attempt's span in the task's trace: a
+	// worker's spans for the step continue the trace as its children.
+	Traceparent string `json:"traceparent,omitempty" example:"00-0190f8c45a8b7c3e9b1a2f4e6d8c0a1b-5f2e8c1a9b3d7e40-01"`
 	// LeaseExpiresAt is when the step is taken back without a heartbeat.
 	LeaseExpiresAt time.Time `json:"lease_expires_at"`
 	// TimeoutSeconds is the step's timeout; Deadline is when this attempt
@@ -78,7 +73,7 @@ type ClaimedStep struct {
 // claim leases steps to a worker, waiting up to wait_seconds for some.
 //
 //	@Summary		Claim steps (remote workers)
-//	@Description	Leases up to max runnable steps of the named remote queues ("remote:<name>") to the worker, with what it needs to run them: handler_config, the task's context, the parents' results by step name, the correlation id and traceparent. attempt is the fencing token of heartbeat, complete and fail. With wait_seconds (at most 30) the call long-polls: it returns as soon as work exists, or with no steps when the wait ends. Waiting workers are woken by the engine's notifications, not by polling the database.
+//	@Description	Leases up to max runnable steps of the named remote queues ("remote:<name>") to the worker, with what it needs to run them: handler_config, the task's context, the parents' results by step name, the correlation id, and a traceparent naming the attempt's span in the task's trace (continue it so the worker's spans nest under the step). attempt is the fencing token of heartbeat, complete and fail. With wait_seconds (at most 30) the call long-polls: it returns as soon as work exists, or with no steps when the wait ends. Waiting workers are woken by the engine's notifications, not by polling the database. Permission: tasker.worker:claim for each queue (remote:refunds needs refunds:tasker.worker:claim).
 //	@Tags			workers
 //	@Accept			json
 //	@Produce		json
@@ -87,6 +82,10 @@ type ClaimedStep struct {
 //	@Failure		400		{object}	Problem	"Malformed JSON"
 //	@Failure		415		{object}	Problem	"Not JSON"
 //	@Failure		422		{object}	Problem	"Missing worker_id or handlers, a queue not named remote:<name>, max, wait_seconds or lease_seconds out of range"
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.worker:claim"
 //	@Router			/workers/claim [post]
 func (h *workerHandlers) claim(w http.ResponseWriter, r *http.Request) {
 	if !noQuery(w, r) {
@@ -96,6 +95,14 @@ func (h *workerHandlers) claim(w http.ResponseWriter, r *http.Request) {
 	if err := DecodeJSON(r, &body); err != nil {
 		WriteError(w, r, h.logger, err)
 		return
+	}
+	// Each queue is a scope of tasker.worker:claim (remote:refunds →
+	// refunds): a worker claims only the queues it was granted.
+	for _, q := range body.Handlers {
+		if !can(r, auth.WorkerClaim, queueScope(q)) {
+			WriteProblem(w, r, Forbidden(fmt.Sprintf("this request needs the permission %s for queue %q", auth.WorkerClaim, q)))
+			return
+		}
 	}
 	steps, err := h.workers.Claim(r.Context(), workers.ClaimRequest{
 		WorkerID: body.WorkerID, Handlers: body.Handlers, Max: body.Max,
@@ -158,7 +165,7 @@ type HeartbeatResponse struct {
 // heartbeat extends a claimed step's lease.
 //
 //	@Summary		Heartbeat a claimed step
-//	@Description	Extends the lease of a step claimed at attempt, never past the step's deadline (its claim plus its timeout). 409 when the attempt no longer holds the step — cancelled (cancelled: true: stop working on it), timed out (timed_out: true) or taken back after its lease expired — and nothing changes.
+//	@Description	Extends the lease of a step claimed at attempt, never past the step's deadline (its claim plus its timeout). 409 when the attempt no longer holds the step — cancelled (cancelled: true: stop working on it), timed out (timed_out: true) or taken back after its lease expired — and nothing changes. Permission: tasker.worker:claim.
 //	@Tags			workers
 //	@Accept			json
 //	@Produce		json
@@ -169,6 +176,10 @@ type HeartbeatResponse struct {
 //	@Failure		404			{object}	Problem			"No remote step with this id"
 //	@Failure		409			{object}	StaleProblem	"The attempt no longer holds the step"
 //	@Failure		422			{object}	Problem			"Missing attempt"
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.worker:claim"
 //	@Router			/steps/{step_id}/heartbeat [post]
 func (h *workerHandlers) heartbeat(w http.ResponseWriter, r *http.Request) {
 	id, ok := pathUUID(w, r, "step_id")
@@ -195,6 +206,16 @@ func (h *workerHandlers) heartbeat(w http.ResponseWriter, r *http.Request) {
 type CompleteRequest struct {
 	Attempt int             `json:"attempt" example:"1"`
 	Results json.RawMessage `json:"results,omitempty" swaggertype:"object"`
+	// Events are custom business events the attempt emitted; each must be
+	// declared in the step template's custom_events (or the template's).
+	Events []CustomEventJSON `json:"events,omitempty"`
+}
+
+// CustomEventJSON is a custom business event a remote worker emitted. A
+// numeric "value" in its payload is observed by tasker_custom_event_value.
+type CustomEventJSON struct {
+	Name    string          `json:"name" example:"order.charged"`
+	Payload json.RawMessage `json:"payload,omitempty" swaggertype:"object"`
 }
 
 // StepOutcomeResponse is a step's state after complete or fail.
@@ -211,7 +232,7 @@ type StepOutcomeResponse struct {
 // complete records a claimed step's success.
 //
 //	@Summary		Complete a claimed step
-//	@Description	Records the results of the attempt that holds the step: the step completes, its dependents become runnable, and the task may complete — in one transaction. 409 when the attempt no longer holds the step (a stale attempt changes nothing). Results above TASKER_MAX_RESULT_BYTES fail the step for good (422).
+//	@Description	Records the results of the attempt that holds the step: the step completes, its dependents become runnable, and the task may complete — in one transaction. 409 when the attempt no longer holds the step (a stale attempt changes nothing). Results above TASKER_MAX_RESULT_BYTES fail the step for good (422). events are custom business events the attempt emitted ([{name, payload}], at most 100, payloads up to 64 KiB): each must be declared in the step template's custom_events (or the template's), else the call is refused with 422 and nothing is written; they are published with the completion like a Go handler's (tasker_custom_events_total, tasker_custom_event_value for a numeric payload value, webhooks). Permission: tasker.worker:claim.
 //	@Tags			workers
 //	@Accept			json
 //	@Produce		json
@@ -222,6 +243,10 @@ type StepOutcomeResponse struct {
 //	@Failure		404			{object}	Problem			"No remote step with this id"
 //	@Failure		409			{object}	StaleProblem	"The attempt no longer holds the step"
 //	@Failure		422			{object}	Problem			"Missing attempt, or results too large (the step failed)"
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.worker:claim"
 //	@Router			/steps/{step_id}/complete [post]
 func (h *workerHandlers) complete(w http.ResponseWriter, r *http.Request) {
 	id, ok := pathUUID(w, r, "step_id")
@@ -236,7 +261,11 @@ func (h *workerHandlers) complete(w http.ResponseWriter, r *http.Request) {
 	if !validAttempt(w, r, body.Attempt) {
 		return
 	}
-	out, err := h.workers.Complete(r.Context(), id, body.Attempt, body.Results)
+	events := make([]handler.CustomEvent, len(body.Events))
+	for i, ev := range body.Events {
+		events[i] = handler.CustomEvent{Name: ev.Name, Payload: ev.Payload}
+	}
+	out, err := h.workers.Complete(r.Context(), id, body.Attempt, body.Results, events...)
 	if err != nil {
 		h.fail409(w, r, err)
 		return
@@ -259,7 +288,7 @@ type FailRequest struct {
 // fail records a claimed step's failure.
 //
 //	@Summary		Fail a claimed step
-//	@Description	Records the failure of the attempt that holds the step. A retryable failure (the default) runs again after the step's backoff, or after retry_after_seconds when given (capped at the backoff's max), while the step's retry budget lasts; otherwise the step fails for good. 409 when the attempt no longer holds the step.
+//	@Description	Records the failure of the attempt that holds the step. A retryable failure (the default) runs again after the step's backoff, or after retry_after_seconds when given (capped at the backoff's max), while the step's retry budget lasts; otherwise the step fails for good. 409 when the attempt no longer holds the step. Permission: tasker.worker:claim.
 //	@Tags			workers
 //	@Accept			json
 //	@Produce		json
@@ -270,6 +299,10 @@ type FailRequest struct {
 //	@Failure		404		{object}	Problem			"No remote step with this id"
 //	@Failure		409		{object}	StaleProblem	"The attempt no longer holds the step"
 //	@Failure		422		{object}	Problem			"Missing attempt, malformed error, retry_after_seconds out of range"
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.worker:claim"
 //	@Router			/steps/{step_id}/fail [post]
 func (h *workerHandlers) fail(w http.ResponseWriter, r *http.Request) {
 	id, ok := pathUUID(w, r, "step_id")
@@ -345,12 +378,16 @@ type WorkerJSON struct {
 // list answers the workers seen within seen_within (a Go duration, default 5m).
 //
 //	@Summary		List remote workers
-//	@Description	The workers seen within seen_within (default 5m): the queues each claimed from last, when it was first and last seen, the replica that served it last, and the steps it holds now.
+//	@Description	The workers seen within seen_within (default 5m): the queues each claimed from last, when it was first and last seen, the replica that served it last, and the steps it holds now. Permission: tasker.worker:index.
 //	@Tags			workers
 //	@Produce		json
 //	@Param			seen_within	query		string	false	"A Go duration such as 5m or 1h"
 //	@Success		200			{object}	WorkersResponse
 //	@Failure		400			{object}	Problem	"Malformed seen_within or unknown query parameter"
+//	@Failure		401	{object}	Problem	"No valid bearer token"
+//	@Failure		403	{object}	Problem	"Lacks the permission"
+//	@Security		BearerAuth
+//	@x-permission	"tasker.worker:index"
 //	@Router			/workers [get]
 func (h *workerHandlers) list(w http.ResponseWriter, r *http.Request) {
 	q := newQueryParams(r)

@@ -234,6 +234,9 @@ func (r *runner) replica(url string, mod func(*config.Config)) (*server.Server, 
 	settings.DatabaseURL = url
 	settings.HTTPAddr = "127.0.0.1:0"
 	settings.ShutdownTimeout = 30 * time.Second
+	// Benchmark replicas listen on loopback only and measure the engine,
+	// not token checks: authentication is off, explicitly.
+	settings.AuthMode, settings.InsecureNoAuth = config.AuthNone, true
 	if mod != nil {
 		mod(settings)
 	}

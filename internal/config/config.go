@@ -53,6 +53,41 @@ type Config struct {
 	PGDir                 string
 	PGPort                int
 	PGBinDir              string
+	AuthMode              string
+	InsecureNoAuth        bool
+	AuthPolicy            string
+	JWTSecret             string
+	JWTPublicKeyFile      string
+	JWTJWKSFile           string
+	JWTJWKSURL            string
+	JWTJWKSRefresh        time.Duration
+	JWTIssuer             string
+	JWTAudience           string
+	JWTRolesClaim         string
+	JWTLeeway             time.Duration
+	HealthStatusAuth      bool
+	MetricsAuth           bool
+}
+
+// Authentication modes (TASKER_AUTH_MODE).
+const (
+	AuthNone = "none"
+	AuthJWT  = "jwt"
+)
+
+// ErrInsecureNoAuth is CheckServeAuth's answer to `serve` without
+// authentication and without the explicit opt-out.
+var ErrInsecureNoAuth = errors.New("authentication is off (TASKER_AUTH_MODE=none): set TASKER_AUTH_MODE=jwt with a key " +
+	"(see docs/auth.md), or pass --insecure-no-auth (TASKER_INSECURE_NO_AUTH=true) to serve the API to anyone who can reach it")
+
+// CheckServeAuth refuses to serve with authentication off unless the
+// operator said so explicitly: an unauthenticated API that controls
+// business workflows must never be an accident.
+func (c *Config) CheckServeAuth() error {
+	if c.AuthMode == AuthNone && !c.InsecureNoAuth {
+		return ErrInsecureNoAuth
+	}
+	return nil
 }
 
 // Setting is one configurable value.
@@ -62,6 +97,7 @@ type Setting struct {
 	Default string
 	Usage   string
 	Bool    bool // a flag that may be given without a value
+	Secret  bool // its value is never echoed in errors
 	set     func(c *Config, v string) error
 }
 
@@ -138,7 +174,7 @@ var Settings = []Setting{
 			}
 			return nil
 		}},
-	{Flag: "max-concurrent-steps", Env: "TASKER_MAX_CONCURRENT_STEPS", Default: "64", Usage: "step handlers this replica runs at once",
+	{Flag: "max-concurrent-steps", Env: "TASKER_MAX_CONCURRENT_STEPS", Default: "256", Usage: "step handlers this replica runs at once (and the most steps one claim takes)",
 		set: func(c *Config, v string) error {
 			n, err := intIn(v, 1, 100000)
 			c.MaxConcurrentSteps = n
@@ -195,20 +231,70 @@ var Settings = []Setting{
 		}},
 	{Flag: "pg-bindir", Env: "TASKER_PG_BINDIR", Usage: "dev: folder holding postgres and initdb (default: the newest found)",
 		set: func(c *Config, v string) error { c.PGBinDir = v; return nil }},
+	{Flag: "auth-mode", Env: "TASKER_AUTH_MODE", Default: AuthNone, Usage: "none or jwt; serve refuses none unless TASKER_INSECURE_NO_AUTH is true (docs/auth.md)",
+		set: func(c *Config, v string) error {
+			c.AuthMode = strings.ToLower(v)
+			return oneOf(c.AuthMode, AuthNone, AuthJWT)
+		}},
+	{Flag: "insecure-no-auth", Env: "TASKER_INSECURE_NO_AUTH", Default: "false", Bool: true, Usage: "serve: allow TASKER_AUTH_MODE=none, an API open to anyone who can reach it",
+		set: func(c *Config, v string) error { return parseBool(&c.InsecureNoAuth, v) }},
+	{Flag: "auth-policy", Env: "TASKER_AUTH_POLICY", Usage: "YAML file mapping roles to permissions (default: built-in admin and viewer)",
+		set: func(c *Config, v string) error { c.AuthPolicy = v; return nil }},
+	{Flag: "jwt-secret", Env: "TASKER_JWT_SECRET", Secret: true, Usage: "HS256 key, at least 32 bytes (prefer the variable: flags show in ps)",
+		set: func(c *Config, v string) error {
+			if v != "" && len(v) < 32 {
+				return errors.New("must be at least 32 bytes")
+			}
+			c.JWTSecret = v
+			return nil
+		}},
+	{Flag: "jwt-public-key-file", Env: "TASKER_JWT_PUBLIC_KEY_FILE", Usage: "PEM public key verifying RS256, ES256 or EdDSA tokens",
+		set: func(c *Config, v string) error { c.JWTPublicKeyFile = v; return nil }},
+	{Flag: "jwt-jwks-file", Env: "TASKER_JWT_JWKS_FILE", Usage: "JSON Web Key Set file verifying RS256, ES256 or EdDSA tokens",
+		set: func(c *Config, v string) error { c.JWTJWKSFile = v; return nil }},
+	{Flag: "jwt-jwks-url", Env: "TASKER_JWT_JWKS_URL", Usage: "JSON Web Key Set URL, refreshed in the background",
+		set: func(c *Config, v string) error { c.JWTJWKSURL = v; return nil }},
+	{Flag: "jwt-jwks-refresh", Env: "TASKER_JWT_JWKS_REFRESH", Default: "10m", Usage: "how often the JWKS URL is fetched again",
+		set: func(c *Config, v string) error { return positiveDuration(&c.JWTJWKSRefresh, v) }},
+	{Flag: "jwt-issuer", Env: "TASKER_JWT_ISSUER", Usage: "required iss of tokens (jwt mode)",
+		set: func(c *Config, v string) error { c.JWTIssuer = v; return nil }},
+	{Flag: "jwt-audience", Env: "TASKER_JWT_AUDIENCE", Usage: "required aud of tokens (jwt mode)",
+		set: func(c *Config, v string) error { c.JWTAudience = v; return nil }},
+	{Flag: "jwt-roles-claim", Env: "TASKER_JWT_ROLES_CLAIM", Default: "roles", Usage: "claim holding the caller's roles (dots walk into objects: realm_access.roles)",
+		set: func(c *Config, v string) error { c.JWTRolesClaim = v; return nonEmpty(v) }},
+	{Flag: "jwt-leeway", Env: "TASKER_JWT_LEEWAY", Default: "30s", Usage: "clock skew tolerated on exp, nbf and iat (at most 5m)",
+		set: func(c *Config, v string) error {
+			if err := nonNegativeDuration(&c.JWTLeeway, v); err != nil {
+				return err
+			}
+			if c.JWTLeeway > 5*time.Minute {
+				return errors.New("at most 5m")
+			}
+			return nil
+		}},
+	{Flag: "health-status-auth", Env: "TASKER_HEALTH_STATUS_AUTH", Default: "true", Bool: true, Usage: "/tasker/health/status needs tasker.health_status:index (live and ready stay open)",
+		set: func(c *Config, v string) error { return parseBool(&c.HealthStatusAuth, v) }},
+	{Flag: "metrics-auth", Env: "TASKER_METRICS_AUTH", Default: "false", Bool: true, Usage: "/tasker/metrics needs tasker.metrics:index",
+		set: func(c *Config, v string) error { return parseBool(&c.MetricsAuth, v) }},
 }
 
+// authSettings are the authentication settings of serve and dev.
+var authSettings = []string{"auth-mode", "auth-policy", "jwt-secret", "jwt-public-key-file", "jwt-jwks-file", "jwt-jwks-url",
+	"jwt-jwks-refresh", "jwt-issuer", "jwt-audience", "jwt-roles-claim", "jwt-leeway", "health-status-auth", "metrics-auth"}
+
 // Server lists the settings of `taskerd serve`.
-var Server = []string{
+var Server = append([]string{
 	"database-url", "http-addr", "log-level", "log-format", "shutdown-timeout", "db-schema", "db-max-conns",
 	"max-body-bytes", "env", "templates-dir", "migrate", "ready-timeout", "status-cache",
 	"http-read-header-timeout", "http-read-timeout", "http-write-timeout", "http-idle-timeout", "cors-origins",
 	"max-concurrent-steps", "lease-duration", "poll-interval", "max-result-bytes", "replica-id",
-	"http-deny-cidrs", "event-buffer", "webhook-timeout", "webhook-max-attempts",
-}
+	"http-deny-cidrs", "event-buffer", "webhook-timeout", "webhook-max-attempts", "insecure-no-auth",
+}, authSettings...)
 
 // Dev lists the settings of `taskerd dev`: the server's, less the database
-// URL and --migrate (dev makes both), plus the private cluster's.
-var Dev = append(without(Server, "database-url", "migrate"), "pg-dir", "pg-port", "pg-bindir")
+// URL and --migrate (dev makes both) and --insecure-no-auth (dev allows
+// TASKER_AUTH_MODE=none with a warning), plus the private cluster's.
+var Dev = append(without(Server, "database-url", "migrate", "insecure-no-auth"), "pg-dir", "pg-port", "pg-bindir")
 
 // Migrate lists the settings of `taskerd migrate`.
 var Migrate = []string{"database-url", "db-schema", "log-level", "log-format"}
@@ -236,6 +322,9 @@ type Error struct {
 func (e *Error) Error() string {
 	return fmt.Sprintf("invalid setting %s (--%s) = %q: %v", e.Env, e.Flag, e.Value, e.Err)
 }
+
+// redacted stands for the value of a secret setting in errors.
+const redacted = "[redacted]"
 
 func (e *Error) Unwrap() error { return e.Err }
 
@@ -320,6 +409,9 @@ func (p *Parser) Parse(args []string, env LookupEnv) (*Config, error) {
 			v = fv.s
 		}
 		if err := s.set(c, strings.TrimSpace(v)); err != nil {
+			if s.Secret {
+				v = redacted
+			}
 			return nil, &Error{Flag: s.Flag, Env: s.Env, Value: v, Err: err}
 		}
 	}

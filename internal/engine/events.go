@@ -54,6 +54,10 @@ type Event struct {
 	Payload json.RawMessage
 	// Count is how many steps a workflow event is about.
 	Count int
+	// Run is the task's run on its final transitions and reopenings: 1,
+	// plus one per manual retry of the failed task (0: not known). A
+	// retried task is finalised once per run.
+	Run int
 }
 
 // DecorateStep gives a step run outside the engine's handlers (by a remote
@@ -313,6 +317,7 @@ func finishEvents(r *store.FinishResult, buf []outcome) []Event {
 	}
 	for _, f := range r.Finalized {
 		ev := taskEvent(f.TaskID, "in_progress", f.Status, "")
+		ev.Run = f.Run
 		if o := byTask[f.TaskID]; o != nil && o.step != nil {
 			withTask(&ev, o.step)
 		}
@@ -424,7 +429,9 @@ func rescueEvents(res *store.RescueResult) []Event {
 		events = append(events, stepEvent(r, "in_progress", "error", "lease_expired"))
 	}
 	for _, f := range res.Finalized {
-		events = append(events, taskEvent(f.TaskID, "in_progress", f.Status, "lease_expired"))
+		ev := taskEvent(f.TaskID, "in_progress", f.Status, "lease_expired")
+		ev.Run = f.Run
+		events = append(events, ev)
 	}
 	return events
 }

@@ -3,7 +3,11 @@ package engine
 import (
 	"context"
 	"errors"
+	"time"
 
+	"github.com/google/uuid"
+
+	"github.com/taskerd/taskerd/internal/handler"
 	"github.com/taskerd/taskerd/internal/store"
 )
 
@@ -40,13 +44,16 @@ func (e *Engine) ClaimRemote(ctx context.Context, p store.ClaimParams) ([]store.
 // FinishRemote records remote workers' outcomes (fenced by attempt, as the
 // engine's own), publishing their events; steps that became runnable wake
 // this replica's claim loop, other replicas and waiting workers hear the
-// flush's notification.
-func (e *Engine) FinishRemote(ctx context.Context, p store.FinishParams) (*store.FinishResult, error) {
+// flush's notification. custom holds, by step id, the business events the
+// workers reported (already checked against the templates' custom_events);
+// they are published, and written to the outbox, only for attempts the
+// flush recorded, before the transitions, as the engine's own handlers'.
+func (e *Engine) FinishRemote(ctx context.Context, p store.FinishParams, custom map[uuid.UUID][]handler.CustomEvent) (*store.FinishResult, error) {
 	p.Channel, p.Stagger = e.channel, e.cfg.Stagger
 	var events []Event
 	if e.cfg.Events != nil {
 		p.InTx = func(ctx context.Context, tx store.Tx, r *store.FinishResult) error {
-			events = finishEvents(r, nil)
+			events = append(remoteCustomEvents(r, custom), finishEvents(r, nil)...)
 			return e.cfg.Events.InTx(ctx, tx, events)
 		}
 	}
@@ -61,4 +68,30 @@ func (e *Engine) FinishRemote(ctx context.Context, p store.FinishParams) (*store
 		e.poke()
 	}
 	return res, nil
+}
+
+// remoteCustomEvents lists the custom events of the attempts r recorded; a
+// stale attempt's events are dropped with it. The bus fills in the names
+// of their task and step.
+func remoteCustomEvents(r *store.FinishResult, custom map[uuid.UUID][]handler.CustomEvent) []Event {
+	if len(custom) == 0 {
+		return nil
+	}
+	var out []Event
+	add := func(ref store.StepRef) {
+		for _, c := range custom[ref.StepID] {
+			out = append(out, Event{Name: c.Name, TaskID: ref.TaskID, StepID: ref.StepID, Attempt: ref.Attempt,
+				Time: time.Now(), Custom: true, Payload: c.Payload})
+		}
+	}
+	for _, ref := range r.Completed {
+		add(ref)
+	}
+	for _, ref := range r.Retried {
+		add(ref.StepRef)
+	}
+	for _, ref := range r.Failed {
+		add(ref)
+	}
+	return out
 }

@@ -281,7 +281,9 @@ func changeEvents(changes []store.Change) []Event {
 	out := make([]Event, 0, len(changes))
 	for _, c := range changes {
 		if c.StepID == uuid.Nil {
-			out = append(out, taskEvent(c.TaskID, c.From, c.To, c.Reason))
+			ev := taskEvent(c.TaskID, c.From, c.To, c.Reason)
+			ev.Run = c.Run
+			out = append(out, ev)
 		} else {
 			out = append(out, stepEvent(store.StepRef{StepID: c.StepID, TaskID: c.TaskID, Attempt: c.Attempt}, c.From, c.To, c.Reason))
 		}

@@ -76,9 +76,11 @@ step_templates:
 ` + "```" + `
 
 A handler emits them with its attempt: Go handlers through
-` + "`handler.Step.Publish(name, payload)`" + `, remote workers in their complete call, HTTP
-steps through the response field their config names. An undeclared name is
-refused. Custom events are published with the attempt's outcome (and written
+` + "`handler.Step.Publish(name, payload)`" + `, remote workers in the ` + "`events`" + ` of their
+complete call (` + "`[{name, payload}]`" + `; pkg/client's ` + "`Step.Emit`" + `), HTTP steps through the
+response field their config's ` + "`events_field`" + ` names. An undeclared name is
+refused: a Go handler gets ` + "`handler.ErrUndeclaredEvent`" + `, a remote worker's complete call
+answers 422 and records nothing, an HTTP step fails for good. Custom events are published with the attempt's outcome (and written
 to the outbox in its transaction), count in
 ` + "`tasker_custom_events_total{namespace,task,event}`" + ` and, when the payload has a
 numeric ` + "`value`" + `, are observed by the histogram

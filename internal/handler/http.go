@@ -21,6 +21,9 @@ import (
 	"syscall"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/taskerd/taskerd/internal/version"
 )
 
@@ -118,6 +121,10 @@ type HTTPConfig struct {
 	MaxResponseBytes int64
 	// LookupEnv reads secrets; nil means os.LookupEnv.
 	LookupEnv func(string) (string, bool)
+	// Propagator writes the trace context of the step's attempt (in the
+	// handler's context) into each request; nil means W3C Trace Context
+	// (traceparent, tracestate).
+	Propagator propagation.TextMapPropagator
 }
 
 // HTTP is the declarative HTTP kind (Tasker's API steps): it sends one
@@ -132,6 +139,7 @@ type HTTP struct {
 	maxResponse int64
 	lookup      func(string) (string, bool)
 	userAgent   string
+	propagator  propagation.TextMapPropagator
 }
 
 // NewHTTP returns the http kind.
@@ -139,6 +147,10 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 	deny := cfg.DenyCIDRs
 	if deny == nil {
 		deny = DefaultDenyCIDRs
+	}
+	var propagator propagation.TextMapPropagator = propagation.TraceContext{}
+	if cfg.Propagator != nil {
+		propagator = cfg.Propagator
 	}
 	transport := &http.Transport{
 		// A proxy would hide the destination from the deny list.
@@ -161,6 +173,7 @@ func NewHTTP(cfg HTTPConfig) (*HTTP, error) {
 		maxResponse: cmp.Or(cfg.MaxResponseBytes, DefaultMaxResponseBytes),
 		lookup:      cfg.LookupEnv,
 		userAgent:   "taskerd/" + version.Get().Version,
+		propagator:  propagator,
 	}, nil
 }
 
@@ -190,6 +203,13 @@ type HTTPStepConfig struct {
 	// the text as a JSON string), "response" ({status, headers, body}),
 	// "none" (null), or a JSON pointer into the body ("/data/id").
 	Result string `json:"result,omitempty"`
+	// EventsField names where a successful response lists custom business
+	// events to emit: a top-level field ("events") or a JSON pointer
+	// ("/meta/events"). Its value is an array of {name, payload}; each name
+	// must be declared in the step template's custom_events (or the
+	// template's), else the step fails for good. A response without the
+	// field emits nothing.
+	EventsField string `json:"events_field,omitempty"`
 }
 
 var httpMethods = []string{"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
@@ -276,6 +296,9 @@ func parseHTTPConfig(config json.RawMessage) (*parsedHTTPConfig, error) {
 	default:
 		return nil, fmt.Errorf(`"result" must be body, response, none or a JSON pointer such as /data, got %q`, c.Result)
 	}
+	if c.Method == "HEAD" && c.EventsField != "" {
+		return nil, errors.New(`"events_field" needs a response body, which HEAD has not`)
+	}
 	return &c, nil
 }
 
@@ -350,6 +373,11 @@ func (k *HTTP) Handle(ctx context.Context, step Step) (json.RawMessage, error) {
 		if err != nil {
 			return nil, Permanent(red.err(fmt.Errorf("%s: %s: %w", display, resp.Status, err)))
 		}
+		if c.EventsField != "" {
+			if err := emitResponseEvents(step, c.EventsField, body, red); err != nil {
+				return nil, Permanent(red.err(fmt.Errorf("%s: %s: events_field %s: %w", display, resp.Status, c.EventsField, err)))
+			}
+		}
 		return red.json(results)
 	}
 	failure := red.err(fmt.Errorf("%s: %s%s", display, resp.Status, bodySnippet(body)))
@@ -420,7 +448,14 @@ func (k *HTTP) request(ctx context.Context, c *parsedHTTPConfig, env *renderEnv,
 	req.Header.Set("User-Agent", k.userAgent)
 	correlation := cmp.Or(step.CorrelationID, step.TaskID.String())
 	req.Header.Set("X-Correlation-ID", correlation)
-	req.Header.Set("Traceparent", childTraceparent(step.Traceparent))
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		// The engine put the attempt's span in ctx (telemetry's
+		// DecorateStep): the service's spans become its children.
+		k.propagator.Inject(ctx, propagation.HeaderCarrier(req.Header))
+	}
+	if req.Header.Get("Traceparent") == "" {
+		req.Header.Set("Traceparent", childTraceparent(step.Traceparent))
+	}
 	// The same key on every attempt, so the service can deduplicate retries.
 	req.Header.Set("Idempotency-Key", step.StepID.String())
 	return req, display, nil
@@ -490,6 +525,64 @@ func httpResults(mode string, resp *http.Response, body []byte) (json.RawMessage
 	}
 }
 
+// emitResponseEvents emits the custom events a response lists at field (a
+// top-level name or a JSON pointer), in order, their payloads redacted of
+// the attempt's secrets. The whole list is checked before any is emitted,
+// but a name the template does not declare is only known at Emit: events
+// before it are published with the step's failure, as a Go handler's
+// would be.
+func emitResponseEvents(step Step, field string, body []byte, red redactor) error {
+	var doc any
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	if err := dec.Decode(&doc); err != nil {
+		return errors.New("the response body is not JSON")
+	}
+	ptr := field
+	if !strings.HasPrefix(ptr, "/") {
+		ptr = "/" + strings.NewReplacer("~", "~0", "/", "~1").Replace(field)
+	}
+	v, ok := jsonPointer(doc, ptr)
+	if !ok || v == nil {
+		return nil // no events this time
+	}
+	list, ok := v.([]any)
+	if !ok {
+		return fmt.Errorf("must be an array of {name, payload}, got %T", v)
+	}
+	if len(list) > MaxCustomEvents {
+		return fmt.Errorf("%d events, above the limit of %d per attempt", len(list), MaxCustomEvents)
+	}
+	events := make([]CustomEvent, 0, len(list))
+	for i, item := range list {
+		obj, ok := item.(map[string]any)
+		name, _ := obj["name"].(string)
+		if !ok || name == "" {
+			return fmt.Errorf("event %d must be an object with a name", i)
+		}
+		payload, err := json.Marshal(obj["payload"])
+		if err != nil {
+			return fmt.Errorf("event %d (%s): %w", i, name, err)
+		}
+		if payload, err = red.json(payload); err != nil {
+			return fmt.Errorf("event %d (%s): %w", i, name, err)
+		}
+		events = append(events, CustomEvent{Name: name, Payload: payload})
+	}
+	for i, ev := range events {
+		var err error
+		if step.Emit == nil {
+			err = fmt.Errorf("%w: %q (step %q declares no custom events)", ErrUndeclaredEvent, ev.Name, step.StepName)
+		} else {
+			err = step.Emit(ev.Name, ev.Payload)
+		}
+		if err != nil {
+			return fmt.Errorf("event %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
 // jsonPointer resolves an RFC 6901 pointer.
 func jsonPointer(doc any, ptr string) (any, bool) {
 	for _, tok := range strings.Split(ptr, "/")[1:] {
@@ -549,7 +642,8 @@ func retryAfter(v string, now time.Time) (time.Duration, bool) {
 var traceparentPattern = regexp.MustCompile(`^00-([0-9a-f]{32})-[0-9a-f]{16}-([0-9a-f]{2})$`)
 
 // childTraceparent continues the task's trace with a new span id, or starts
-// a trace when the task has none.
+// a trace when the task has none: for engines without telemetry, where no
+// attempt span exists to name as the caller.
 func childTraceparent(parent string) string {
 	span := make([]byte, 8)
 	_, _ = rand.Read(span)

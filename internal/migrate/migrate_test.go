@@ -60,8 +60,11 @@ var wantObjects = map[string]string{
 	"goose_db_version":          "table",
 	"task_status_counts":        "view",
 	"get_system_health_counts":  "function",
-	"task_transition_is_legal":  "function",
-	"step_transition_is_legal":  "function",
+	// 00009: the cascade from steps and tasks to their transitions.
+	"delete_step_transitions":  "function",
+	"delete_task_transitions":  "function",
+	"task_transition_is_legal": "function",
+	"step_transition_is_legal": "function",
 	// Tasker's analysis functions (00003).
 	"get_step_readiness_status":         "function",
 	"get_step_readiness_status_batch":   "function",
@@ -82,6 +85,8 @@ var wantObjects = map[string]string{
 	"webhook_subscriptions":     "table",
 	"webhook_outbox":            "table",
 	"webhook_delivery_attempts": "table",
+	// The audit trail (00007).
+	"audit_events": "table",
 }
 
 func newMigrator(t *testing.T, dsn, schema string) *migrate.Migrator {

@@ -19,6 +19,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/taskerd/taskerd/internal/api"
+	"github.com/taskerd/taskerd/internal/auth"
 	"github.com/taskerd/taskerd/internal/config"
 	"github.com/taskerd/taskerd/internal/engine"
 	"github.com/taskerd/taskerd/internal/events"
@@ -63,6 +64,7 @@ type Server struct {
 	webhooks *webhooks.Service    // outbound webhooks: subscriptions and the outbox's dispatcher
 	tel      *telemetry.Telemetry // metrics registry and tracer provider
 	workers  *workers.Service     // remote workers' long polls, heartbeats and outcomes
+	verifier *auth.Verifier       // bearer tokens; nil when TASKER_AUTH_MODE=none
 	http     *http.Server
 	listener net.Listener
 
@@ -80,7 +82,8 @@ func New(cfg Config) (*Server, error) {
 	// Every line logged with a context carries the request, correlation,
 	// task, step and trace ids the context holds.
 	logger := slog.New(telemetry.NewLogHandler(cmp.Or(cfg.Logger, slog.Default()).Handler()))
-	st, err := store.New(store.Config{DatabaseURL: s.DatabaseURL, Schema: s.DBSchema, MaxConns: s.DBMaxConns, Logger: logger})
+	st, err := store.New(store.Config{DatabaseURL: s.DatabaseURL, Schema: s.DBSchema, MaxConns: s.DBMaxConns,
+		MaxResultBytes: s.MaxResultBytes, Logger: logger})
 	if err != nil {
 		return nil, err
 	}
@@ -156,8 +159,14 @@ func New(cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	verifier, err := newVerifier(s, logger)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	routes, err := api.New(api.Config{Health: checker, Registry: reg, Engine: eng, Store: st, Workers: remote, MaxBodyBytes: s.MaxBodyBytes,
-		CORSOrigins: s.CORSOrigins, Telemetry: obs.tel, Webhooks: obs.webhooks, Logger: logger})
+		CORSOrigins: s.CORSOrigins, Telemetry: obs.tel, Webhooks: obs.webhooks, Verifier: verifier,
+		HealthStatusAuth: s.HealthStatusAuth, MetricsAuth: s.MetricsAuth, Logger: logger})
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -174,6 +183,7 @@ func New(cfg Config) (*Server, error) {
 		webhooks: obs.webhooks,
 		tel:      obs.tel,
 		workers:  remote,
+		verifier: verifier,
 		http: &http.Server{
 			Addr:              s.HTTPAddr,
 			Handler:           routes,
@@ -187,6 +197,32 @@ func New(cfg Config) (*Server, error) {
 		listener: cfg.Listener,
 		serveErr: make(chan error, 1),
 	}, nil
+}
+
+// newVerifier builds the bearer-token verifier of TASKER_AUTH_MODE=jwt,
+// with the policy of TASKER_AUTH_POLICY (or the built-in roles); nil when
+// authentication is off.
+func newVerifier(s *config.Config, logger *slog.Logger) (*auth.Verifier, error) {
+	if s.AuthMode != config.AuthJWT {
+		return nil, nil
+	}
+	policy := auth.DefaultPolicy()
+	if s.AuthPolicy != "" {
+		p, err := auth.LoadPolicy(s.AuthPolicy)
+		if err != nil {
+			return nil, fmt.Errorf("server: %w", err)
+		}
+		policy = p
+	}
+	v, err := auth.NewVerifier(auth.VerifierConfig{
+		Secret: s.JWTSecret, PublicKeyFile: s.JWTPublicKeyFile, JWKSFile: s.JWTJWKSFile, JWKSURL: s.JWTJWKSURL,
+		JWKSRefresh: s.JWTJWKSRefresh, Issuer: s.JWTIssuer, Audience: s.JWTAudience, Leeway: s.JWTLeeway,
+		RolesClaim: s.JWTRolesClaim, Policy: policy, Logger: logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	return v, nil
 }
 
 // Migrate applies pending migrations, retrying with backoff while the
@@ -237,6 +273,12 @@ func (s *Server) Start(ctx context.Context) error {
 			return fmt.Errorf("server: listen on %s: %w", s.cfg.HTTPAddr, err)
 		}
 		s.listener = ln
+	}
+	// The JWKS, if any, is fetched before the first request is served.
+	if s.verifier != nil {
+		if err := s.verifier.Start(ctx); err != nil {
+			return fmt.Errorf("server: start auth: %w", err)
+		}
 	}
 	// The registry subscribes before the notifier starts, so the first
 	// LISTEN already covers its channel.
@@ -343,6 +385,9 @@ func (s *Server) Stop(ctx context.Context) error {
 		}
 		if err := s.tel.Stop(ctx); err != nil {
 			s.stopErr = errors.Join(s.stopErr, fmt.Errorf("server: stop telemetry: %w", err))
+		}
+		if s.verifier != nil {
+			_ = s.verifier.Stop(ctx) // only ends the JWKS refresh; it cannot fail
 		}
 		if err := s.registry.Stop(ctx); err != nil {
 			s.stopErr = errors.Join(s.stopErr, fmt.Errorf("server: stop registry: %w", err))

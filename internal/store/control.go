@@ -19,6 +19,8 @@ type Change struct {
 	To      string
 	Attempt int
 	Reason  string
+	// Run is the task's run after a task's own change (see TaskFinal.Run).
+	Run int
 }
 
 // Action is a manual action on a task or one of its steps.
@@ -37,6 +39,8 @@ type Action struct {
 	Stagger time.Duration
 	// InTx runs inside the transaction with the changes; an error rolls back.
 	InTx func(ctx context.Context, tx Tx, changes []Change) error
+
+	maxResultBytes int // the store's, for subtasks' results (settleSubtasks)
 }
 
 //go:embed sql/task_lock.sql
@@ -66,6 +70,7 @@ var notifySQL string
 // action runs fn with the task locked, then the InTx hook.
 func (s *Store) action(ctx context.Context, op string, a Action, fn func(tx pgx.Tx, status string) ([]Change, error)) ([]Change, error) {
 	var changes []Change
+	a.maxResultBytes = s.maxResultBytes
 	err := s.inTx(ctx, op, func(tx pgx.Tx) error {
 		var status string
 		if err := tx.QueryRow(ctx, taskLockSQL, a.TaskID).Scan(&status); err != nil {
@@ -95,15 +100,12 @@ func meta(reason string) string {
 
 // moveTask moves the locked task and records the change.
 func moveTask(ctx context.Context, tx pgx.Tx, a Action, from, to, reason string, changes *[]Change) error {
-	rows, err := tx.Query(ctx, taskSetStatusSQL, a.TaskID, to, from, meta(reason), nullable(a.Actor))
-	if err != nil {
+	var run int
+	err := tx.QueryRow(ctx, taskSetStatusSQL, a.TaskID, to, from, meta(reason), nullable(a.Actor)).Scan(new(uuid.UUID), &run)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 		return err
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	*changes = append(*changes, Change{TaskID: a.TaskID, From: from, To: to, Reason: reason})
+	*changes = append(*changes, Change{TaskID: a.TaskID, From: from, To: to, Reason: reason, Run: run})
 	return nil
 }
 
@@ -221,7 +223,7 @@ func lockStep(ctx context.Context, tx pgx.Tx, a Action) (status string, attempts
 // task and finalisation (through the same code as the engine's flushes).
 func settleOne(ctx context.Context, tx pgx.Tx, a Action, released bool, delta taskDelta, changes *[]Change) error {
 	p := settleParams{counts: map[uuid.UUID]*taskDelta{a.TaskID: &delta}, channel: a.StepsChannel, stagger: a.Stagger,
-		actor: a.Actor, meta: meta("step_changed")}
+		actor: a.Actor, meta: meta("step_changed"), maxResultBytes: a.maxResultBytes}
 	if released {
 		p.released = []uuid.UUID{a.StepID}
 	}
@@ -230,7 +232,7 @@ func settleOne(ctx context.Context, tx pgx.Tx, a Action, released bool, delta ta
 		return err
 	}
 	for _, f := range res.Finalized {
-		*changes = append(*changes, Change{TaskID: f.TaskID, From: "in_progress", To: f.Status})
+		*changes = append(*changes, Change{TaskID: f.TaskID, From: "in_progress", To: f.Status, Run: f.Run})
 	}
 	return nil
 }

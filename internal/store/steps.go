@@ -54,7 +54,7 @@ var stepsClaimSQL string
 // ClaimSteps claims up to p.Limit runnable steps in one statement.
 func (s *Store) ClaimSteps(ctx context.Context, p ClaimParams) (steps []ClaimedStep, err error) {
 	if p.InTx != nil {
-		err = s.inTx(ctx, "claim steps", func(tx pgx.Tx) error {
+		err = s.inHotTx(ctx, "claim steps", func(tx pgx.Tx) error {
 			rows, err := tx.Query(ctx, stepsClaimSQL, p.Queue, p.Limit, p.Owner, p.Lease.Milliseconds())
 			if err != nil {
 				return err
@@ -68,12 +68,19 @@ func (s *Store) ClaimSteps(ctx context.Context, p ClaimParams) (steps []ClaimedS
 	}
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	rows, err := s.pool.Query(ctx, stepsClaimSQL, p.Queue, p.Limit, p.Owner, p.Lease.Milliseconds())
-	if err != nil {
+	// One round trip, one implicit transaction (a batch ends with a single
+	// Sync): the planner settings hold for the claim and end with it.
+	var b pgx.Batch
+	b.Queue(hotPlannerSQL)
+	claim := b.Queue(stepsClaimSQL, p.Queue, p.Limit, p.Owner, p.Lease.Milliseconds())
+	claim.Query(func(rows pgx.Rows) error {
+		steps, err = scanClaimed(rows)
+		return err
+	})
+	if err := s.pool.SendBatch(ctx, &b).Close(); err != nil {
 		return nil, translate("claim steps", err)
 	}
-	steps, err = scanClaimed(rows)
-	return steps, translate("claim steps", err)
+	return steps, nil
 }
 
 func scanClaimed(rows pgx.Rows) (steps []ClaimedStep, err error) {
@@ -133,6 +140,9 @@ type RetryRef struct {
 type TaskFinal struct {
 	TaskID uuid.UUID
 	Status string
+	// Run counts the task's runs: 1, plus one per manual retry of the
+	// failed task; each run's finalisation is its own (for traces).
+	Run int
 }
 
 // FinishResult is what a flush changed; outcomes whose fencing token no
@@ -168,6 +178,8 @@ type FinishParams struct {
 	// InTx, when set, runs inside the transaction after every change, with
 	// the result; an error rolls everything back.
 	InTx func(ctx context.Context, tx Tx, r *FinishResult) error
+
+	maxResultBytes int // the store's, for subtasks' results (settleSubtasks)
 }
 
 // FinishSteps records finished attempts in ONE transaction: steps complete
@@ -175,7 +187,8 @@ type FinishParams struct {
 // task counters move, and tasks whose last step finished are finalised.
 func (s *Store) FinishSteps(ctx context.Context, p FinishParams) (*FinishResult, error) {
 	var res *FinishResult
-	err := s.inTx(ctx, "finish steps", func(tx pgx.Tx) error {
+	p.maxResultBytes = s.maxResultBytes
+	err := s.inHotTx(ctx, "finish steps", func(tx pgx.Tx) error {
 		res = &FinishResult{}
 		if err := finishInTx(ctx, tx, p, res); err != nil {
 			return err
@@ -265,6 +278,8 @@ func finishInTx(ctx context.Context, tx pgx.Tx, p FinishParams, res *FinishResul
 		stagger:  p.Stagger,
 		actor:    "",
 		meta:     `{}`,
+
+		maxResultBytes: p.maxResultBytes,
 	}, res)
 }
 
@@ -312,6 +327,8 @@ type settleParams struct {
 	stagger  time.Duration
 	actor    string
 	meta     string
+	// maxResultBytes caps the results a finished subtask hands its parent step.
+	maxResultBytes int
 }
 
 // settle is what follows any step reaching a final state: release its
@@ -390,7 +407,7 @@ func settle(ctx context.Context, tx pgx.Tx, p settleParams, res *FinishResult) e
 	}
 	finals, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (TaskFinal, error) {
 		var f TaskFinal
-		err := row.Scan(&f.TaskID, &f.Status)
+		err := row.Scan(&f.TaskID, &f.Status, &f.Run)
 		return f, err
 	})
 	if err != nil {
@@ -451,7 +468,7 @@ func (s *Store) RescueExpired(ctx context.Context, rescuer string, limit int, ch
 func (s *Store) RescueExpiredInTx(ctx context.Context, rescuer string, limit int, channel string,
 	inTx func(ctx context.Context, tx Tx, r *RescueResult) error) (*RescueResult, error) {
 	var res *RescueResult
-	err := s.inTx(ctx, "rescue expired leases", func(tx pgx.Tx) error {
+	err := s.inHotTx(ctx, "rescue expired leases", func(tx pgx.Tx) error {
 		res = &RescueResult{}
 		rows, err := tx.Query(ctx, stepsRescueExpiredSQL, limit, rescuer)
 		if err != nil {
@@ -479,7 +496,8 @@ func (s *Store) RescueExpiredInTx(ctx context.Context, rescuer string, limit int
 				return err
 			}
 		}
-		if err := settle(ctx, tx, settleParams{counts: countByTask(nil, res.Failed), channel: channel, meta: `{"reason":"lease_expired"}`}, &res.FinishResult); err != nil {
+		if err := settle(ctx, tx, settleParams{counts: countByTask(nil, res.Failed), channel: channel, meta: `{"reason":"lease_expired"}`,
+			maxResultBytes: s.maxResultBytes}, &res.FinishResult); err != nil {
 			return err
 		}
 		if inTx != nil {

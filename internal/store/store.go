@@ -41,16 +41,25 @@ type Config struct {
 	Schema string
 	// MaxConns is the pool's connection budget; default 20.
 	MaxConns int32
+	// MaxResultBytes caps the results a finished subtask hands its parent
+	// step (TASKER_MAX_RESULT_BYTES, as the engine caps a handler's);
+	// larger fails the step for good. Default DefaultMaxResultBytes.
+	MaxResultBytes int
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 }
 
 // Store is a pool of connections whose search_path is the taskerd schema.
 type Store struct {
-	pool   *pgxpool.Pool
-	schema string
-	logger *slog.Logger
+	pool           *pgxpool.Pool
+	schema         string
+	logger         *slog.Logger
+	maxResultBytes int
 }
+
+// DefaultMaxResultBytes is the default of Config.MaxResultBytes, the
+// engine's default limit too.
+const DefaultMaxResultBytes = 1 << 20
 
 // New prepares the pool. It does not connect: a database that is down at
 // start makes the server unready, not dead, and the pool connects when the
@@ -67,6 +76,14 @@ func New(cfg Config) (*Store, error) {
 	schema := cmp.Or(cfg.Schema, "tasker")
 	poolCfg.ConnConfig.RuntimeParams["search_path"] = pgx.Identifier{schema}.Sanitize()
 	poolCfg.ConnConfig.RuntimeParams["application_name"] = "taskerd"
+	// The engine's statements are short and index-driven, but their row
+	// estimates come from unnest() arrays and tables that grow faster than
+	// autovacuum analyses them: a stale estimate crossed jit_above_cost and
+	// spent 400 ms compiling a 30 ms statement. JIT only pays off for long
+	// analytic queries, which taskerd does not run on its pool.
+	if _, set := poolCfg.ConnConfig.RuntimeParams["jit"]; !set {
+		poolCfg.ConnConfig.RuntimeParams["jit"] = "off"
+	}
 	poolCfg.MaxConns = cmp.Or(cfg.MaxConns, 20)
 	poolCfg.MinConns = 0
 	if poolCfg.ConnConfig.ConnectTimeout == 0 {
@@ -76,7 +93,8 @@ func New(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	return &Store{pool: pool, schema: schema, logger: cmp.Or(cfg.Logger, slog.Default())}, nil
+	return &Store{pool: pool, schema: schema, logger: cmp.Or(cfg.Logger, slog.Default()),
+		maxResultBytes: cmp.Or(cfg.MaxResultBytes, DefaultMaxResultBytes)}, nil
 }
 
 // Close closes every connection.

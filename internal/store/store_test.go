@@ -226,3 +226,38 @@ func deref(s *string) string {
 	}
 	return *s
 }
+
+// TestDeletingTasksTakesTheirTransitions checks the cascade that replaced
+// the transition tables' foreign keys (migration 00009): deleting a task
+// deletes its steps and every transition of both, and nothing of its
+// neighbours.
+func TestDeletingTasksTakesTheirTransitions(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	conn := connect(t, testdb.New(t))
+	f := newFixture(t, conn)
+	gone := f.task(t, "pending", stepSpec{status: "pending", retryLimit: 3}, stepSpec{status: "pending", retryLimit: 3})
+	kept := f.task(t, "pending", stepSpec{status: "pending", retryLimit: 3})
+	for _, id := range []uuid.UUID{gone, kept} {
+		_, err := conn.Exec(ctx, `INSERT INTO task_transitions (task_id, from_state, to_state) VALUES ($1, NULL, 'pending')`, id)
+		must(t, err)
+		_, err = conn.Exec(ctx, `INSERT INTO workflow_step_transitions (workflow_step_id, task_id, from_state, to_state)
+			SELECT workflow_step_id, task_id, NULL, 'pending' FROM workflow_steps WHERE task_id = $1`, id)
+		must(t, err)
+	}
+	_, err := conn.Exec(ctx, `DELETE FROM tasks WHERE task_id = $1`, gone)
+	must(t, err)
+	count := func(sql string, id uuid.UUID) int {
+		var n int
+		must(t, conn.QueryRow(ctx, sql, id).Scan(&n))
+		return n
+	}
+	const taskTransitions = `SELECT count(*) FROM task_transitions WHERE task_id = $1`
+	const stepTransitions = `SELECT count(*) FROM workflow_step_transitions WHERE task_id = $1`
+	if n, m := count(taskTransitions, gone), count(stepTransitions, gone); n != 0 || m != 0 {
+		t.Fatalf("deleted task keeps %d task and %d step transitions", n, m)
+	}
+	if n, m := count(taskTransitions, kept), count(stepTransitions, kept); n != 1 || m != 1 {
+		t.Fatalf("neighbour has %d task and %d step transitions, want 1 and 1", n, m)
+	}
+}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	_ "embed"
 	"encoding/json"
@@ -203,7 +204,8 @@ func settleSubtasks(ctx context.Context, tx pgx.Tx, p settleParams, finals []Tas
 	if err != nil {
 		return err
 	}
-	fp := FinishParams{Owner: "subtask", Channel: p.channel, Stagger: p.stagger}
+	fp := FinishParams{Owner: "subtask", Channel: p.channel, Stagger: p.stagger, maxResultBytes: p.maxResultBytes}
+	limit := cmp.Or(p.maxResultBytes, DefaultMaxResultBytes)
 	for rows.Next() {
 		var stepID, childID uuid.UUID
 		var attempt int
@@ -214,8 +216,16 @@ func settleSubtasks(ctx context.Context, tx pgx.Tx, p settleParams, finals []Tas
 			rows.Close()
 			return err
 		}
-		switch childStatus {
-		case "complete", "resolved_manually":
+		switch {
+		case (childStatus == "complete" || childStatus == "resolved_manually") && len(results) > limit:
+			// As the engine treats a handler's results: too large fails
+			// the step for good, rather than storing them.
+			msg := fmt.Sprintf("subtask %s (task %s): results are %d bytes, above the limit of %d (TASKER_MAX_RESULT_BYTES)",
+				fullName, childID, len(results), limit)
+			body, _ := json.Marshal(map[string]any{"message": msg, "attempt": attempt, "retryable": false,
+				"child_task_id": childID, "child_status": childStatus})
+			fp.Failures = append(fp.Failures, Failure{StepID: stepID, Attempt: attempt, Error: body})
+		case childStatus == "complete" || childStatus == "resolved_manually":
 			fp.Completions = append(fp.Completions, Completion{StepID: stepID, Attempt: attempt, Results: results})
 		default:
 			retryable := childStatus == "error"
@@ -253,7 +263,8 @@ func cancelSubtasksOfTask(ctx context.Context, tx pgx.Tx, a Action, changes *[]C
 		return err
 	}
 	res := &FinishResult{}
-	p := settleParams{channel: a.StepsChannel, stagger: a.Stagger, actor: a.Actor, meta: meta("subtask_cancelled")}
+	p := settleParams{channel: a.StepsChannel, stagger: a.Stagger, actor: a.Actor, meta: meta("subtask_cancelled"),
+		maxResultBytes: a.maxResultBytes}
 	if err := settleSubtasks(ctx, tx, p, []TaskFinal{{TaskID: a.TaskID, Status: "cancelled"}}, res); err != nil {
 		return err
 	}
@@ -261,7 +272,7 @@ func cancelSubtasksOfTask(ctx context.Context, tx pgx.Tx, a Action, changes *[]C
 		*changes = append(*changes, Change{TaskID: r.TaskID, StepID: r.StepID, From: "in_progress", To: "error", Attempt: r.Attempt, Reason: "subtask_cancelled"})
 	}
 	for _, f := range res.Finalized {
-		*changes = append(*changes, Change{TaskID: f.TaskID, From: "in_progress", To: f.Status, Reason: "subtask_cancelled"})
+		*changes = append(*changes, Change{TaskID: f.TaskID, From: "in_progress", To: f.Status, Reason: "subtask_cancelled", Run: f.Run})
 	}
 	return nil
 }
@@ -284,7 +295,7 @@ func cancelTree(ctx context.Context, tx pgx.Tx, taskID, stepID *uuid.UUID, metad
 		var c Change
 		var step *uuid.UUID
 		var n int64
-		if err := rows.Scan(&c.TaskID, &step, &c.From, &c.Attempt, &n); err != nil {
+		if err := rows.Scan(&c.TaskID, &step, &c.From, &c.Attempt, &n, &c.Run); err != nil {
 			return err
 		}
 		if step != nil {

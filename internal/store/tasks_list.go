@@ -35,6 +35,9 @@ type TaskFilter struct {
 	Tags          []string  // all of them
 	CreatedAfter  time.Time // strictly after
 	CreatedBefore time.Time // strictly before
+	// Namespaces, when not nil, keeps only tasks in these namespaces (the
+	// caller's permission scope); empty but not nil selects nothing.
+	Namespaces []string
 }
 
 // TaskKey is the position of a task in a sorted list: its sort key and id.
@@ -125,7 +128,7 @@ func (s *Store) ListTasks(ctx context.Context, p TaskListParams) ([]Task, error)
 	args := []any{
 		nullable(f.Namespace), nullable(f.Name), nullable(f.Version), nullableSlice(f.Statuses),
 		nullable(f.Initiator), nullable(f.SourceSystem), nullableSlice(f.Tags),
-		nullableTime(f.CreatedAfter), nullableTime(f.CreatedBefore), p.Limit, p.Offset,
+		nullableTime(f.CreatedAfter), nullableTime(f.CreatedBefore), p.Limit, p.Offset, scopeArg(f.Namespaces),
 	}
 	if a := p.After; a != nil {
 		var key any
@@ -236,6 +239,15 @@ func (s *Store) TransitionsPage(ctx context.Context, p TransitionPageParams) ([]
 		return nil, translate("list transitions", err)
 	}
 	return out, nil
+}
+
+// scopeArg keeps nil (no scope: every namespace) apart from empty (no
+// namespace at all), which nullableSlice would merge.
+func scopeArg(namespaces []string) []string {
+	if namespaces == nil {
+		return nil
+	}
+	return append([]string{}, namespaces...)
 }
 
 func nullableSlice(s []string) []string {

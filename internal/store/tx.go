@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"time"
@@ -19,11 +20,29 @@ type Tx struct{ tx pgx.Tx }
 // failures are retried a few times: the engine locks rows in a fixed order,
 // but manual actions (cancel, retry) lock a task before its steps.
 func (s *Store) inTx(ctx context.Context, op string, fn func(tx pgx.Tx) error) error {
+	return s.runTx(ctx, op, pgx.TxOptions{}, fn)
+}
+
+//go:embed sql/hot_planner.sql
+var hotPlannerSQL string
+
+// hotBeginSQL is sent with the simple protocol (no arguments), so both
+// statements travel in one round trip.
+var hotBeginSQL = "BEGIN;\n" + hotPlannerSQL
+
+// inHotTx is inTx for the engine's hot path: the transaction begins with
+// the planner pinned to index-driven plans (see hot_planner.sql), in the
+// same round trip as BEGIN.
+func (s *Store) inHotTx(ctx context.Context, op string, fn func(tx pgx.Tx) error) error {
+	return s.runTx(ctx, op, pgx.TxOptions{BeginQuery: hotBeginSQL}, fn)
+}
+
+func (s *Store) runTx(ctx context.Context, op string, opts pgx.TxOptions, fn func(tx pgx.Tx) error) error {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
 	var err error
 	for attempt := 0; attempt < 5; attempt++ {
-		err = s.tryTx(ctx, fn)
+		err = s.tryTx(ctx, opts, fn)
 		if err == nil || !retryable(err) {
 			break
 		}
@@ -43,8 +62,8 @@ func (s *Store) inTx(ctx context.Context, op string, fn func(tx pgx.Tx) error) e
 	return translate(op, err)
 }
 
-func (s *Store) tryTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
-	tx, err := s.pool.Begin(ctx)
+func (s *Store) tryTx(ctx context.Context, opts pgx.TxOptions, fn func(tx pgx.Tx) error) error {
+	tx, err := s.pool.BeginTx(ctx, opts)
 	if err != nil {
 		return err
 	}

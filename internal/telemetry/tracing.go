@@ -37,6 +37,7 @@ const (
 	AttrAttempt       = attribute.Key("tasker.attempt")
 	AttrStatus        = attribute.Key("tasker.status")
 	AttrCorrelationID = attribute.Key("tasker.correlation_id")
+	AttrRun           = attribute.Key("tasker.run")
 )
 
 // newTracerProvider builds the provider from the OTEL_* variables (or the
@@ -343,7 +344,12 @@ func errorMessage(ev *engine.Event) string {
 	return "step failed"
 }
 
-// taskSpan emits a task's span, from its creation to ev.
+// taskSpan emits a task's span, from its creation to ev. A task is
+// finalised once per run: a failed task retried by hand and finished again
+// gets a span of its own for each later run (a span id derived from the
+// run), linked to the task's first span and beside it under the same
+// parent, rather than a second span with the first one's id. The first
+// keeps the id its steps' spans name as their parent.
 func (t *Telemetry) taskSpan(ev *engine.Event) {
 	tt := TraceOfTask(ev.TaskID, ev.Traceparent)
 	start, ok := events.TaskCreatedAt(ev.TaskID)
@@ -354,8 +360,17 @@ func (t *Telemetry) taskSpan(ev *engine.Event) {
 	if tt.Parent.IsValid() {
 		ctx = trace.ContextWithRemoteSpanContext(ctx, tt.Parent)
 	}
-	ctx = context.WithValue(ctx, forcedIDsKey{}, forcedIDs{trace: tt.Task.TraceID(), span: tt.Task.SpanID()})
-	opts := []trace.SpanStartOption{trace.WithTimestamp(start), trace.WithAttributes(append(taskAttrs(ev), AttrStatus.String(ev.To))...)}
+	spanID := tt.Task.SpanID()
+	attrs := append(taskAttrs(ev), AttrStatus.String(ev.To))
+	opts := []trace.SpanStartOption{trace.WithTimestamp(start)}
+	if ev.Run > 1 {
+		spanID = derivedSpanID("tasker/task/", ev.TaskID, ev.Run)
+		attrs = append(attrs, attribute.Int(string(AttrRun), ev.Run))
+		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: tt.Task,
+			Attributes: []attribute.KeyValue{attribute.String("tasker.link", "first_run")}}))
+	}
+	ctx = context.WithValue(ctx, forcedIDsKey{}, forcedIDs{trace: tt.Task.TraceID(), span: spanID})
+	opts = append(opts, trace.WithAttributes(attrs...))
 	if !tt.Parent.IsValid() {
 		opts = append(opts, trace.WithNewRoot())
 	}

@@ -32,7 +32,9 @@ type Replica struct {
 func Start(t testing.TB, env map[string]string, logs io.Writer) *Replica {
 	t.Helper()
 	dsn := testdb.New(t)
-	vars := map[string]string{"TASKER_DATABASE_URL": dsn, "TASKER_POLL_INTERVAL": "500ms"}
+	// Tests that do not test authentication run without it, and say so as
+	// `taskerd serve` requires; a test passing TASKER_AUTH_MODE=jwt gets it.
+	vars := map[string]string{"TASKER_DATABASE_URL": dsn, "TASKER_POLL_INTERVAL": "500ms", "TASKER_INSECURE_NO_AUTH": "true"}
 	for k, v := range env {
 		vars[k] = v
 	}
@@ -40,6 +42,9 @@ func Start(t testing.TB, env map[string]string, logs io.Writer) *Replica {
 	fs.SetOutput(io.Discard)
 	settings, err := config.NewParser(fs, config.Server).Parse(nil, func(k string) (string, bool) { v, ok := vars[k]; return v, ok })
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := settings.CheckServeAuth(); err != nil {
 		t.Fatal(err)
 	}
 	if logs == nil {

@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/taskerd/taskerd/internal/engine"
+	"github.com/taskerd/taskerd/internal/handler"
 	"github.com/taskerd/taskerd/internal/notifier"
 	"github.com/taskerd/taskerd/internal/registry"
 	"github.com/taskerd/taskerd/internal/store"
@@ -22,7 +25,11 @@ func (s storeSteps) ClaimRemote(ctx context.Context, p store.ClaimParams) ([]sto
 	return s.st.ClaimSteps(ctx, p)
 }
 
-func (s storeSteps) FinishRemote(ctx context.Context, p store.FinishParams) (*store.FinishResult, error) {
+func (s storeSteps) DecorateStep(ctx context.Context, step handler.Step) (context.Context, handler.Step) {
+	return ctx, step
+}
+
+func (s storeSteps) FinishRemote(ctx context.Context, p store.FinishParams, _ map[uuid.UUID][]handler.CustomEvent) (*store.FinishResult, error) {
 	return s.st.FinishSteps(ctx, p)
 }
 

@@ -26,6 +26,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/taskerd/taskerd/internal/engine"
+	"github.com/taskerd/taskerd/internal/handler"
 	"github.com/taskerd/taskerd/internal/notifier"
 	"github.com/taskerd/taskerd/internal/registry"
 	"github.com/taskerd/taskerd/internal/store"
@@ -50,7 +51,10 @@ const (
 // of the engine's own; the engine implements it.
 type Steps interface {
 	ClaimRemote(ctx context.Context, p store.ClaimParams) ([]store.ClaimedStep, error)
-	FinishRemote(ctx context.Context, p store.FinishParams) (*store.FinishResult, error)
+	// DecorateStep names the attempt's span in step.Traceparent (when
+	// tracing is on), so that a worker continues the task's trace under it.
+	DecorateStep(ctx context.Context, step handler.Step) (context.Context, handler.Step)
+	FinishRemote(ctx context.Context, p store.FinishParams, custom map[uuid.UUID][]handler.CustomEvent) (*store.FinishResult, error)
 }
 
 // Config configures a Service.
@@ -224,8 +228,10 @@ type ClaimedStep struct {
 	Inputs        json.RawMessage
 	Context       json.RawMessage
 	// ParentResults are the results of the step's parents, by step name.
-	ParentResults  map[string]json.RawMessage
-	CorrelationID  string
+	ParentResults map[string]json.RawMessage
+	CorrelationID string
+	// Traceparent names the attempt's span when tracing is on (the task's
+	// own traceparent otherwise).
 	Traceparent    string
 	LeaseExpiresAt time.Time
 	// Timeout is the step's; Deadline is when the attempt must be done
@@ -373,6 +379,10 @@ func (s *Service) describe(ctx context.Context, c store.ClaimedStep, lease time.
 	if out.ParentResults == nil {
 		out.ParentResults = map[string]json.RawMessage{}
 	}
+	_, decorated := s.cfg.Steps.DecorateStep(ctx, handler.Step{TaskID: c.TaskID, StepID: c.StepID, Namespace: c.Namespace,
+		TaskName: c.TaskName, TaskVersion: c.TaskVersion, StepName: c.Name, Attempt: c.Attempt,
+		CorrelationID: c.CorrelationID, Traceparent: c.Traceparent})
+	out.Traceparent = decorated.Traceparent
 	if out.Timeout > 0 {
 		claimedAt := c.LeaseExpiresAt.Add(-lease)
 		out.Deadline = claimedAt.Add(out.Timeout)
@@ -501,9 +511,15 @@ func (e *ResultsTooLargeError) Error() string {
 	return fmt.Sprintf("results are %d bytes, above the limit of %d (TASKER_MAX_RESULT_BYTES); the step failed for good", e.Size, e.Limit)
 }
 
-// Complete records a claimed step's success. A *StaleError means the
-// attempt no longer holds the step and nothing changed.
-func (s *Service) Complete(ctx context.Context, stepID uuid.UUID, attempt int, results json.RawMessage) (*Outcome, error) {
+// Complete records a claimed step's success with the custom business
+// events the worker emitted during the attempt. Each event must be one the
+// step's template declares (custom_events on the step or the template):
+// otherwise a *registry.ValidationError refuses the whole call and nothing
+// is written. The events are published with the step's completion, through
+// the same path as those of the engine's own handlers (metrics, traces,
+// webhooks). A *StaleError means the attempt no longer holds the step and
+// nothing changed.
+func (s *Service) Complete(ctx context.Context, stepID uuid.UUID, attempt int, results json.RawMessage, events ...handler.CustomEvent) (*Outcome, error) {
 	rs, err := s.store.RemoteStep(ctx, stepID)
 	if err != nil {
 		return nil, err
@@ -514,9 +530,13 @@ func (s *Service) Complete(ctx context.Context, stepID uuid.UUID, attempt int, r
 	if !json.Valid(results) {
 		return nil, &registry.ValidationError{Errors: []registry.FieldError{{Pointer: "/results", Message: "is not valid JSON"}}}
 	}
+	custom, err := s.customEvents(ctx, rs, events)
+	if err != nil {
+		return nil, err
+	}
 	if len(results) > s.cfg.MaxResultBytes {
 		tooLarge := &ResultsTooLargeError{Size: len(results), Limit: s.cfg.MaxResultBytes}
-		out, err := s.Fail(ctx, FailRequest{StepID: stepID, Attempt: attempt, Message: tooLarge.Error(), Retryable: false})
+		out, err := s.fail(ctx, FailRequest{StepID: stepID, Attempt: attempt, Message: tooLarge.Error(), Retryable: false}, custom)
 		if err != nil {
 			return nil, err
 		}
@@ -526,7 +546,7 @@ func (s *Service) Complete(ctx context.Context, stepID uuid.UUID, attempt int, r
 	res, err := s.cfg.Steps.FinishRemote(ctx, store.FinishParams{
 		Owner:       rs.LeaseOwner,
 		Completions: []store.Completion{{StepID: stepID, Attempt: attempt, Results: results}},
-	})
+	}, custom)
 	if err != nil {
 		return nil, err
 	}
@@ -534,6 +554,48 @@ func (s *Service) Complete(ctx context.Context, stepID uuid.UUID, attempt int, r
 		return nil, s.stale(ctx, stepID, attempt)
 	}
 	return outcome(rs, "complete", nil, res), nil
+}
+
+// customEvents checks a worker's events against the step's template, with
+// the limits of a Go handler's (handler.EventRecorder), and returns them by
+// step id for FinishRemote.
+func (s *Service) customEvents(ctx context.Context, rs *store.RemoteStep, events []handler.CustomEvent) (map[uuid.UUID][]handler.CustomEvent, error) {
+	if len(events) == 0 {
+		return nil, nil
+	}
+	if len(events) > handler.MaxCustomEvents {
+		return nil, &registry.ValidationError{Errors: []registry.FieldError{{Pointer: "/events",
+			Message: fmt.Sprintf("an attempt may emit at most %d events, got %d", handler.MaxCustomEvents, len(events))}}}
+	}
+	reg, err := s.cfg.Templates.ByID(ctx, rs.NamedTaskID)
+	if err != nil {
+		return nil, err
+	}
+	if reg == nil || reg.Template == nil {
+		return nil, fmt.Errorf("template %d is not loaded", rs.NamedTaskID)
+	}
+	st, ok := reg.Template.Step(rs.Name)
+	if !ok {
+		return nil, fmt.Errorf("step %q is not in template %s", rs.Name, reg.Template.FullName())
+	}
+	recorder := handler.NewEventRecorder(st.CustomEvents, reg.Template.CustomEvents)
+	var errs []registry.FieldError
+	for i, ev := range events {
+		if err := recorder.Emit(ev.Name, ev.Payload); err != nil {
+			ptr := fmt.Sprintf("/events/%d", i)
+			if errors.Is(err, handler.ErrUndeclaredEvent) {
+				ptr += "/name"
+				err = fmt.Errorf("%w of step %q (template %s)", err, rs.Name, reg.Template.FullName())
+			} else {
+				ptr += "/payload"
+			}
+			errs = append(errs, registry.FieldError{Pointer: ptr, Message: err.Error()})
+		}
+	}
+	if len(errs) > 0 {
+		return nil, &registry.ValidationError{Errors: errs}
+	}
+	return map[uuid.UUID][]handler.CustomEvent{rs.StepID: recorder.Events()}, nil
 }
 
 // FailRequest reports a claimed step's failure.
@@ -553,6 +615,10 @@ type FailRequest struct {
 // (or RetryAfter) while its retry budget lasts, and fails for good
 // otherwise. A *StaleError means nothing changed.
 func (s *Service) Fail(ctx context.Context, req FailRequest) (*Outcome, error) {
+	return s.fail(ctx, req, nil)
+}
+
+func (s *Service) fail(ctx context.Context, req FailRequest, custom map[uuid.UUID][]handler.CustomEvent) (*Outcome, error) {
 	rs, err := s.store.RemoteStep(ctx, req.StepID)
 	if err != nil {
 		return nil, err
@@ -582,7 +648,7 @@ func (s *Service) Fail(ctx context.Context, req FailRequest) (*Outcome, error) {
 		Owner: rs.LeaseOwner,
 		Failures: []store.Failure{{StepID: req.StepID, Attempt: req.Attempt, Error: errDoc, Retryable: req.Retryable,
 			Delay: b.Delay(req.Attempt, req.RetryAfter)}},
-	})
+	}, custom)
 	if err != nil {
 		return nil, err
 	}

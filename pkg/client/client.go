@@ -19,7 +19,9 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -108,6 +110,21 @@ func (e *APIError) Is(target error) bool {
 	return false
 }
 
+// IsEventError reports a completion refused for its events: undeclared
+// names, payloads too large, too many events.
+func IsEventError(err error) bool {
+	var apiErr *APIError
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusUnprocessableEntity {
+		return false
+	}
+	for _, fe := range apiErr.Errors {
+		if fe.Pointer == "/events" || strings.HasPrefix(fe.Pointer, "/events/") {
+			return true
+		}
+	}
+	return false
+}
+
 // do sends a JSON request and decodes a JSON answer into out.
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
@@ -182,14 +199,47 @@ type Step struct {
 	// Context is the task's context.
 	Context json.RawMessage `json:"context"`
 	// ParentResults are the results of the step's parents, by step name.
-	ParentResults  map[string]json.RawMessage `json:"parent_results"`
-	CorrelationID  string                     `json:"correlation_id"`
-	Traceparent    string                     `json:"traceparent"`
-	LeaseExpiresAt time.Time                  `json:"lease_expires_at"`
-	TimeoutSeconds float64                    `json:"timeout_seconds"`
+	ParentResults map[string]json.RawMessage `json:"parent_results"`
+	CorrelationID string                     `json:"correlation_id"`
+	// Traceparent (W3C) names the attempt's span in the task's trace;
+	// extract it with an OpenTelemetry propagator so the handler's spans
+	// nest under the step.
+	Traceparent    string    `json:"traceparent"`
+	LeaseExpiresAt time.Time `json:"lease_expires_at"`
+	TimeoutSeconds float64   `json:"timeout_seconds"`
 	// Deadline is when the attempt must be done; heartbeats cannot extend
 	// the lease past it. Nil when the step has no timeout.
 	Deadline *time.Time `json:"deadline"`
+
+	mu     sync.Mutex
+	events []Event // emitted by the handler (Emit), sent with the completion
+}
+
+// Event is a custom business event, declared in the step template's
+// custom_events, that an attempt emits. A numeric "value" in its payload
+// is observed by the tasker_custom_event_value histogram (revenue per
+// order, rows imported, …).
+type Event struct {
+	Name string `json:"name"`
+	// Payload is encoded as JSON; nil is null.
+	Payload any `json:"payload,omitempty"`
+}
+
+// Emit records a custom business event; a Worker sends the events with the
+// step's completion (they are dropped if the attempt fails). The server
+// refuses names the template does not declare: the Worker then fails the
+// step for good, saying which. Safe for concurrent use.
+func (s *Step) Emit(name string, payload any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.events = append(s.events, Event{Name: name, Payload: payload})
+}
+
+// Events returns the events emitted so far.
+func (s *Step) Events() []Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.events)
 }
 
 // Claim leases up to req.Max steps; with req.Wait it returns as soon as
@@ -239,15 +289,21 @@ type Outcome struct {
 	TaskStatus string `json:"task_status"`
 }
 
-// Complete reports a step's success; results are encoded as JSON.
-func (c *Client) Complete(ctx context.Context, stepID string, attempt int, results any) (*Outcome, error) {
+// Complete reports a step's success; results are encoded as JSON. events
+// are the custom business events the attempt emitted; a name the step's
+// template does not declare refuses the whole call (an *APIError 422 whose
+// Errors point into /events, see IsEventError) and nothing is recorded.
+func (c *Client) Complete(ctx context.Context, stepID string, attempt int, results any, events ...Event) (*Outcome, error) {
 	raw, err := json.Marshal(results)
 	if err != nil {
 		return nil, fmt.Errorf("client: encode results: %w", err)
 	}
+	body := map[string]any{"attempt": attempt, "results": json.RawMessage(raw)}
+	if len(events) > 0 {
+		body["events"] = events
+	}
 	var out Outcome
-	err = c.do(ctx, http.MethodPost, "/steps/"+url.PathEscape(stepID)+"/complete",
-		map[string]any{"attempt": attempt, "results": json.RawMessage(raw)}, &out)
+	err = c.do(ctx, http.MethodPost, "/steps/"+url.PathEscape(stepID)+"/complete", body, &out)
 	if err != nil {
 		return nil, err
 	}

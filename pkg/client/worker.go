@@ -262,8 +262,15 @@ func (w *Worker) run(step *Step) {
 	reportCtx, cancelReport := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancelReport()
 	if err == nil {
+		events := step.Events()
 		w.report(reportCtx, logger, func(ctx context.Context) error {
-			_, err := w.client.Complete(ctx, step.StepID, step.Attempt, results)
+			_, err := w.client.Complete(ctx, step.StepID, step.Attempt, results, events...)
+			if IsEventError(err) {
+				// The handler emitted an event its template does not
+				// declare: a bug that another attempt would repeat.
+				logger.Error("completion refused for its events; failing the step", slog.String("error", err.Error()))
+				_, err = w.client.Fail(ctx, step.StepID, step.Attempt, Failure{Message: err.Error(), Permanent: true})
+			}
 			return err
 		})
 		return

@@ -81,6 +81,10 @@ func checkRefundPolicy(ctx context.Context, step *client.Step) (any, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	// A business event the template declares (custom_events): it counts in
+	// tasker_custom_events_total, and its value (the amount) feeds the
+	// tasker_custom_event_value histogram.
+	step.Emit("refund.approved", map[string]any{"value": float64(task.AmountCents) / 100, "tier": task.CustomerTier})
 	return map[string]any{
 		"approved":              true,
 		"approved_amount_cents": task.AmountCents,

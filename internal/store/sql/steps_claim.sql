@@ -28,8 +28,11 @@ WITH candidates AS (
   SELECT workflow_step_id, task_id, 'pending', 'in_progress', jsonb_build_object('attempt', attempts, 'replica', $3::text)
   FROM claimed
 ), started AS (
+  -- A join on the key, not "= ANY (ARRAY(…))": with that, a stale estimate
+  -- chose to scan every pending task and filter them against the array.
   UPDATE tasks t SET status = 'in_progress', started_at = coalesce(t.started_at, now()), updated_at = now()
-  WHERE t.task_id = ANY (ARRAY(SELECT DISTINCT task_id FROM claimed)) AND t.status = 'pending'
+  FROM (SELECT DISTINCT task_id FROM claimed) c
+  WHERE t.task_id = c.task_id AND t.status = 'pending'
   RETURNING t.task_id
 ), task_transitions AS (
   INSERT INTO task_transitions (task_id, from_state, to_state, metadata)

@@ -5,17 +5,20 @@
 WITH i AS (
   SELECT * FROM unnest($1::uuid[], $2::int[], $3::jsonb[]) AS i(id, attempt, results)
 ), locked AS (
-  SELECT w.workflow_step_id
+  SELECT w.workflow_step_id, i.results
   FROM i, LATERAL (SELECT * FROM workflow_steps w WHERE w.workflow_step_id = i.id OFFSET 0) w
   WHERE w.status = 'in_progress' AND w.attempts = i.attempt
   ORDER BY w.workflow_step_id
   FOR UPDATE OF w
 ), done AS (
   UPDATE workflow_steps w
-  SET status = 'complete', results = i.results, processed_at = now(),
+  SET status = 'complete', results = l.results, processed_at = now(),
       lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
-  FROM i JOIN locked l ON l.workflow_step_id = i.id
-  WHERE w.workflow_step_id = i.id
+  -- Only the locked rows, which carry their inputs: joining them back to
+  -- i, whose size the planner cannot know, gave a nested loop over both
+  -- (quadratic in the flush size: 3.4 s for 3,462 steps).
+  FROM locked l
+  WHERE w.workflow_step_id = l.workflow_step_id
   RETURNING w.workflow_step_id, w.task_id, w.attempts
 ), transitions AS (
   INSERT INTO workflow_step_transitions (workflow_step_id, task_id, from_state, to_state, metadata)

@@ -7,7 +7,7 @@ WITH i AS (
   SELECT * FROM unnest($1::uuid[], $2::int[], $3::jsonb[], $4::bool[], $5::bigint[])
     AS i(id, attempt, err, retryable, delay_ms)
 ), locked AS (
-  SELECT w.workflow_step_id,
+  SELECT w.workflow_step_id, i.err, i.delay_ms,
          (i.retryable AND w.retryable AND w.attempts - w.retry_base < w.retry_limit) AS will_retry
   FROM i, LATERAL (SELECT * FROM workflow_steps w WHERE w.workflow_step_id = i.id OFFSET 0) w
   WHERE w.status = 'in_progress' AND w.attempts = i.attempt
@@ -16,13 +16,13 @@ WITH i AS (
 ), failed AS (
   UPDATE workflow_steps w
   SET status = CASE WHEN l.will_retry THEN 'pending' ELSE 'error' END,
-      last_error = i.err,
-      runnable_at = CASE WHEN l.will_retry THEN now() + i.delay_ms * interval '1 millisecond' END,
+      last_error = l.err,
+      runnable_at = CASE WHEN l.will_retry THEN now() + l.delay_ms * interval '1 millisecond' END,
       processed_at = CASE WHEN l.will_retry THEN NULL ELSE now() END,
       lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
-  FROM i JOIN locked l ON l.workflow_step_id = i.id
-  WHERE w.workflow_step_id = i.id
-  RETURNING w.workflow_step_id, w.task_id, w.attempts, l.will_retry, w.runnable_at, i.err
+  FROM locked l -- not joined back to i: see steps_complete.sql
+  WHERE w.workflow_step_id = l.workflow_step_id
+  RETURNING w.workflow_step_id, w.task_id, w.attempts, l.will_retry, w.runnable_at, l.err
 ), transitions AS (
   INSERT INTO workflow_step_transitions (workflow_step_id, task_id, from_state, to_state, metadata)
   SELECT workflow_step_id, task_id, 'in_progress', 'error',

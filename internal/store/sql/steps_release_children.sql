@@ -3,8 +3,13 @@
 -- This is the O(changed) readiness update: it touches the finished steps'
 -- children only, whatever the size of the task. Children are locked in id
 -- order (concurrent flushes share children in a fan-in). Children that
--- become runnable together are staggered by $2 µs per child within their
--- task, so a huge fan-out interleaves with other tasks' work.
+-- become runnable together are staggered within their task, so a huge
+-- fan-out interleaves with other tasks' work: blocks of 32 siblings share a
+-- runnable time, each block $2 µs × 32 after the previous one. Keeping a
+-- block's siblings adjacent in the queue (same time, ids in creation order)
+-- lets one claim take them together, so their completions land in one flush
+-- and a fan-in child or task row is updated once, not by several replicas
+-- waiting on each other's row locks (3 replicas: 4,100 → … steps/s).
 -- Replicas are woken with one NOTIFY when anything became runnable.
 WITH counts AS (
   SELECT e.to_step_id AS id, count(*)::int AS n
@@ -23,7 +28,7 @@ WITH counts AS (
 ), updated AS (
   UPDATE workflow_steps w
   SET unfinished_parents = r.remaining,
-      runnable_at = CASE WHEN r.ready THEN now() + r.k * $2::bigint * interval '1 microsecond' ELSE w.runnable_at END,
+      runnable_at = CASE WHEN r.ready THEN now() + (r.k / 32) * 32 * $2::bigint * interval '1 microsecond' ELSE w.runnable_at END,
       updated_at = now()
   FROM ranked r
   -- By ctid: the rows are locked, so they cannot move, and a TID lookup per

@@ -32,14 +32,14 @@ WITH RECURSIVE tree AS (
   UPDATE tasks t
   SET status = 'cancelled', completed_at = now(), updated_at = now()
   FROM locked_tasks l WHERE t.task_id = l.task_id
-  RETURNING t.task_id, l.status AS from_state
+  RETURNING t.task_id, l.status AS from_state, t.runs
 ), task_tr AS (
   INSERT INTO task_transitions (task_id, from_state, to_state, metadata, actor)
   SELECT task_id, from_state, 'cancelled', $3::jsonb, $4 FROM cancelled_tasks
 ), notified AS (
   SELECT pg_notify($5, task_id::text) FROM cancelled_tasks
 )
-SELECT task_id, NULL::uuid AS step_id, from_state, 0 AS attempts, (SELECT count(*) FROM notified) AS n
+SELECT task_id, NULL::uuid AS step_id, from_state, 0 AS attempts, (SELECT count(*) FROM notified) AS n, runs
 FROM cancelled_tasks
 UNION ALL
-SELECT task_id, workflow_step_id, from_state, attempts, 0 FROM cancelled_steps
+SELECT task_id, workflow_step_id, from_state, attempts, 0, 0 FROM cancelled_steps

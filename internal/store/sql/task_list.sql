@@ -4,7 +4,9 @@
 -- {{.Dir}} ASC or DESC, and when a cursor is given the row comparison with
 -- {{.Cmp}} resumes strictly after the cursor's (key, task_id). task_id
 -- breaks ties, so the order is total and a keyset page never repeats or
--- skips a row whose key does not change.
+-- skips a row whose key does not change. $12 is the caller's namespaces
+-- when its permission is scoped: the filter is here, not applied to a
+-- fetched page, so pages stay full and offsets stay right.
 -- With the default order, created_at DESC, the scan walks tasks_created_at
 -- backwards and stops after the page.
 -- context is left out: it may be large, and a list shows many tasks.
@@ -23,8 +25,9 @@ WHERE ($1::text IS NULL OR t.namespace_name = $1)
   AND ($7::text[] IS NULL OR t.tags @> $7)
   AND ($8::timestamptz IS NULL OR t.created_at > $8)
   AND ($9::timestamptz IS NULL OR t.created_at < $9)
+  AND ($12::text[] IS NULL OR t.namespace_name = ANY ($12))
 {{- if .After}}
-  AND ({{.Key}}, t.task_id) {{.Cmp}} ($12::{{.KeyType}}, $13::uuid)
+  AND ({{.Key}}, t.task_id) {{.Cmp}} ($13::{{.KeyType}}, $14::uuid)
 {{- end}}
 ORDER BY {{.Key}} {{.Dir}}, t.task_id {{.Dir}}
 LIMIT $10 OFFSET $11

@@ -5,14 +5,14 @@
 WITH i AS (
   SELECT * FROM unnest($1::uuid[], $2::int[], $3::int[]) AS i(task_id, done, failed)
 ), locked AS (
-  SELECT t.task_id FROM i, LATERAL (SELECT * FROM tasks t WHERE t.task_id = i.task_id OFFSET 0) t
+  SELECT t.task_id, i.done, i.failed FROM i, LATERAL (SELECT * FROM tasks t WHERE t.task_id = i.task_id OFFSET 0) t
   ORDER BY t.task_id
   FOR UPDATE OF t
 )
 UPDATE tasks t
-SET unfinished_steps = t.unfinished_steps - i.done,
-    failed_steps = t.failed_steps + i.failed,
+SET unfinished_steps = t.unfinished_steps - l.done,
+    failed_steps = t.failed_steps + l.failed,
     updated_at = now()
-FROM i JOIN locked l ON l.task_id = i.task_id
-WHERE t.task_id = i.task_id
+FROM locked l -- not joined back to i: see steps_complete.sql
+WHERE t.task_id = l.task_id
 RETURNING t.task_id, t.status, t.unfinished_steps, t.failed_steps
