@@ -5164,6 +5164,23 @@ const docTemplate = `{
                 }
             }
         },
+        "health.Leadership": {
+            "type": "object",
+            "properties": {
+                "expires_at": {
+                    "description": "when the leader's lease ends unrenewed",
+                    "type": "string"
+                },
+                "holder": {
+                    "description": "the leader's replica id; \"\" when unknown",
+                    "type": "string"
+                },
+                "leader": {
+                    "description": "this replica leads",
+                    "type": "boolean"
+                }
+            }
+        },
         "health.LiveReport": {
             "type": "object",
             "properties": {
@@ -5273,6 +5290,14 @@ const docTemplate = `{
                 },
                 "healthy": {
                     "type": "boolean"
+                },
+                "leadership": {
+                    "description": "Leadership is who runs maintenance (read fresh, never cached).",
+                    "allOf": [
+                        {
+                            "$ref": "#/definitions/health.Leadership"
+                        }
+                    ]
                 },
                 "metrics": {
                     "$ref": "#/definitions/health.StatusMetrics"

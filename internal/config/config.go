@@ -43,6 +43,10 @@ type Config struct {
 	CORSOrigins           []string
 	MaxConcurrentSteps    int
 	LeaseDuration         time.Duration
+	MaintenanceInterval   time.Duration
+	LeaderTTL             time.Duration
+	RetentionCompleted    time.Duration
+	RetentionFailed       time.Duration
 	PollInterval          time.Duration
 	MaxResultBytes        int
 	HTTPDenyCIDRs         []netip.Prefix
@@ -190,6 +194,22 @@ var Settings = []Setting{
 			}
 			return nil
 		}},
+	{Flag: "maintenance-interval", Env: "TASKER_MAINTENANCE_INTERVAL", Default: "1m", Usage: "how often the elected leader runs retention and computes the database-wide gauges",
+		set: func(c *Config, v string) error { return positiveDuration(&c.MaintenanceInterval, v) }},
+	{Flag: "leader-ttl", Env: "TASKER_LEADER_TTL", Default: "15s", Usage: "how long the maintenance leader's lease lasts unrenewed (another replica takes over within it)",
+		set: func(c *Config, v string) error {
+			if err := positiveDuration(&c.LeaderTTL, v); err != nil {
+				return err
+			}
+			if c.LeaderTTL < time.Second {
+				return errors.New("must be at least 1s")
+			}
+			return nil
+		}},
+	{Flag: "retention-completed", Env: "TASKER_RETENTION_COMPLETED", Default: "720h", Usage: "keep complete, cancelled and resolved tasks this long after they finished (0: forever)",
+		set: func(c *Config, v string) error { return retention(&c.RetentionCompleted, v) }},
+	{Flag: "retention-failed", Env: "TASKER_RETENTION_FAILED", Default: "2160h", Usage: "keep tasks in error this long after they failed (0: forever)",
+		set: func(c *Config, v string) error { return retention(&c.RetentionFailed, v) }},
 	{Flag: "poll-interval", Env: "TASKER_POLL_INTERVAL", Default: "5s", Usage: "fallback poll for runnable steps when no notification arrives",
 		set: func(c *Config, v string) error { return positiveDuration(&c.PollInterval, v) }},
 	{Flag: "max-result-bytes", Env: "TASKER_MAX_RESULT_BYTES", Default: "1048576", Usage: "largest step results kept; larger fails the step",
@@ -289,6 +309,7 @@ var Server = append([]string{
 	"http-read-header-timeout", "http-read-timeout", "http-write-timeout", "http-idle-timeout", "cors-origins",
 	"max-concurrent-steps", "lease-duration", "poll-interval", "max-result-bytes", "replica-id",
 	"http-deny-cidrs", "event-buffer", "webhook-timeout", "webhook-max-attempts", "insecure-no-auth",
+	"maintenance-interval", "leader-ttl", "retention-completed", "retention-failed",
 }, authSettings...)
 
 // Dev lists the settings of `taskerd dev`: the server's, less the database
@@ -483,5 +504,21 @@ func parseBool(dst *bool, v string) error {
 		return errors.New("want true or false")
 	}
 	*dst = b
+	return nil
+}
+
+// retention parses a retention period: a duration, where 0 means forever.
+func retention(dst *time.Duration, v string) error {
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return errors.New("want a duration such as 720h, or 0 for forever")
+	}
+	if d < 0 {
+		return errors.New("must not be negative (0 keeps tasks forever)")
+	}
+	if d > 0 && d < time.Minute {
+		return errors.New("must be at least 1m, or 0 for forever")
+	}
+	*dst = d
 	return nil
 }

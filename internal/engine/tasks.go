@@ -184,11 +184,7 @@ func requestHash(req CreateTaskRequest) string {
 
 // GetTask reads a task with its steps, and its transitions when asked.
 func (e *Engine) GetTask(ctx context.Context, id uuid.UUID, transitions bool) (*TaskView, error) {
-	t, err := e.store.GetTask(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	steps, err := e.store.Steps(ctx, id, nil)
+	t, steps, err := e.store.TaskWithSteps(ctx, id)
 	if err != nil {
 		return nil, err
 	}

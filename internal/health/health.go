@@ -83,6 +83,8 @@ type Checker struct {
 	checksMu sync.RWMutex
 	checks   map[string]CheckFunc
 
+	leadership atomic.Pointer[func() Leadership]
+
 	statusMu     sync.Mutex // held while refreshing, so concurrent probes share one query
 	statusCache  *StatusReport
 	statusExpiry time.Time
@@ -228,6 +230,26 @@ type StatusReport struct {
 	Database         DatabaseStatus `json:"database"`
 	Timestamp        time.Time      `json:"timestamp"`
 	Cached           bool           `json:"cached"`
+	// Leadership is who runs maintenance (read fresh, never cached).
+	Leadership *Leadership `json:"leadership,omitempty"`
+}
+
+// Leadership is the maintenance leader as this replica knows it.
+type Leadership struct {
+	Leader    bool      `json:"leader"`     // this replica leads
+	Holder    string    `json:"holder"`     // the leader's replica id; "" when unknown
+	ExpiresAt time.Time `json:"expires_at"` // when the leader's lease ends unrenewed
+}
+
+// SetLeadership makes Status report the leadership that fn returns.
+func (c *Checker) SetLeadership(fn func() Leadership) { c.leadership.Store(&fn) }
+
+func (c *Checker) withLeadership(r StatusReport) StatusReport {
+	if fn := c.leadership.Load(); fn != nil {
+		l := (*fn)()
+		r.Leadership = &l
+	}
+	return r
 }
 
 // StatusMetrics are task, step and retry counts.
@@ -273,7 +295,7 @@ func (c *Checker) Status(ctx context.Context) (StatusReport, error) {
 		r.Cached = true
 		r.Uptime = now.Sub(c.started).Seconds()
 		r.Database.Pool = c.cfg.Store.PoolStats()
-		return r, nil
+		return c.withLeadership(r), nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.ReadyTimeout)
 	defer cancel()
@@ -317,7 +339,7 @@ func (c *Checker) Status(ctx context.Context) (StatusReport, error) {
 		c.statusCache = &r
 		c.statusExpiry = now.Add(c.cfg.StatusCacheTTL)
 	}
-	return r, nil
+	return c.withLeadership(r), nil
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

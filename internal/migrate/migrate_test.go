@@ -87,6 +87,8 @@ var wantObjects = map[string]string{
 	"webhook_delivery_attempts": "table",
 	// The audit trail (00007).
 	"audit_events": "table",
+	// 00010: the maintenance leader's lease.
+	"leader_leases": "table",
 }
 
 func newMigrator(t *testing.T, dsn, schema string) *migrate.Migrator {

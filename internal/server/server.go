@@ -25,6 +25,8 @@ import (
 	"github.com/taskerd/taskerd/internal/events"
 	"github.com/taskerd/taskerd/internal/handler"
 	"github.com/taskerd/taskerd/internal/health"
+	"github.com/taskerd/taskerd/internal/leadership"
+	"github.com/taskerd/taskerd/internal/maintenance"
 	"github.com/taskerd/taskerd/internal/migrate"
 	"github.com/taskerd/taskerd/internal/notifier"
 	"github.com/taskerd/taskerd/internal/registry"
@@ -64,6 +66,8 @@ type Server struct {
 	webhooks *webhooks.Service    // outbound webhooks: subscriptions and the outbox's dispatcher
 	tel      *telemetry.Telemetry // metrics registry and tracer provider
 	workers  *workers.Service     // remote workers' long polls, heartbeats and outcomes
+	elector  *leadership.Elector  // who among the replicas runs maintenance
+	upkeep   *maintenance.Runner  // retention and gauges, while this replica leads
 	verifier *auth.Verifier       // bearer tokens; nil when TASKER_AUTH_MODE=none
 	http     *http.Server
 	listener net.Listener
@@ -159,6 +163,22 @@ func New(cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	elector, err := leadership.New(leadership.Config{Store: st, ReplicaID: eng.ReplicaID(), TTL: s.LeaderTTL, Logger: logger})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	checker.SetLeadership(func() health.Leadership {
+		l := elector.Status()
+		return health.Leadership{Leader: l.Leader, Holder: l.Holder, ExpiresAt: l.ExpiresAt}
+	})
+	upkeep, err := maintenance.New(maintenance.Config{Store: st, Elector: elector, Interval: s.MaintenanceInterval,
+		RetentionCompleted: forever(s.RetentionCompleted), RetentionFailed: forever(s.RetentionFailed),
+		Registerer: obs.tel.Registry(), Logger: logger})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	verifier, err := newVerifier(s, logger)
 	if err != nil {
 		st.Close()
@@ -183,6 +203,8 @@ func New(cfg Config) (*Server, error) {
 		webhooks: obs.webhooks,
 		tel:      obs.tel,
 		workers:  remote,
+		elector:  elector,
+		upkeep:   upkeep,
 		verifier: verifier,
 		http: &http.Server{
 			Addr:              s.HTTPAddr,
@@ -197,6 +219,14 @@ func New(cfg Config) (*Server, error) {
 		listener: cfg.Listener,
 		serveErr: make(chan error, 1),
 	}, nil
+}
+
+// forever maps the settings' "0 keeps forever" to maintenance's negative.
+func forever(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // newVerifier builds the bearer-token verifier of TASKER_AUTH_MODE=jwt,
@@ -299,6 +329,12 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.workers.Start(ctx); err != nil {
 		return fmt.Errorf("server: start workers: %w", err)
 	}
+	if err := s.elector.Start(ctx); err != nil {
+		return fmt.Errorf("server: start leader election: %w", err)
+	}
+	if err := s.upkeep.Start(ctx); err != nil {
+		return fmt.Errorf("server: start maintenance: %w", err)
+	}
 	if err := s.notifier.Start(ctx); err != nil {
 		return fmt.Errorf("server: start notifier: %w", err)
 	}
@@ -362,6 +398,14 @@ func (s *Server) Stop(ctx context.Context) error {
 		// for their wait.
 		if err := s.workers.Stop(ctx); err != nil {
 			s.stopErr = errors.Join(s.stopErr, fmt.Errorf("server: stop workers: %w", err))
+		}
+		// Maintenance stops first, and the lease is resigned so that another
+		// replica takes over at once.
+		if err := s.upkeep.Stop(ctx); err != nil {
+			s.stopErr = errors.Join(s.stopErr, fmt.Errorf("server: stop maintenance: %w", err))
+		}
+		if err := s.elector.Stop(ctx); err != nil {
+			s.stopErr = errors.Join(s.stopErr, fmt.Errorf("server: stop leader election: %w", err))
 		}
 		if s.listener != nil {
 			if err := s.http.Shutdown(ctx); err != nil {

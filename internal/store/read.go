@@ -89,15 +89,46 @@ var transitionsOfTaskSQL string
 func (s *Store) GetTask(ctx context.Context, id uuid.UUID) (*Task, error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
+	t, err := scanTask(s.pool.QueryRow(ctx, taskGetSQL, id))
+	if err != nil {
+		return nil, translate("get task", err)
+	}
+	return t, nil
+}
+
+func scanTask(row pgx.Row) (*Task, error) {
 	var t Task
-	err := s.pool.QueryRow(ctx, taskGetSQL, id).Scan(&t.TaskID, &t.NamedTaskID, &t.Namespace, &t.Name, &t.Version,
+	err := row.Scan(&t.TaskID, &t.NamedTaskID, &t.Namespace, &t.Name, &t.Version,
 		&t.Status, &t.Context, &t.Initiator, &t.SourceSystem, &t.Reason, &t.Tags, &t.IdempotencyKey, &t.Priority,
 		&t.RunAt, &t.CorrelationID, &t.Traceparent, &t.TotalSteps, &t.UnfinishedSteps, &t.FailedSteps,
 		&t.RequestedAt, &t.StartedAt, &t.CompletedAt, &t.CreatedAt, &t.UpdatedAt)
 	if err != nil {
-		return nil, translate("get task", err)
+		return nil, err
 	}
 	return &t, nil
+}
+
+// TaskWithSteps reads a task and its steps in one round trip (two
+// statements pipelined in one implicit transaction, so both see the same
+// moment); ErrNotFound when there is no such task.
+func (s *Store) TaskWithSteps(ctx context.Context, id uuid.UUID) (*Task, []Step, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	var t *Task
+	var steps []Step
+	var b pgx.Batch
+	b.Queue(taskGetSQL, id).QueryRow(func(row pgx.Row) (err error) {
+		t, err = scanTask(row)
+		return err
+	})
+	b.Queue(stepsOfTaskSQL, id, nil).Query(func(rows pgx.Rows) (err error) {
+		steps, err = pgx.CollectRows(rows, scanStep)
+		return err
+	})
+	if err := s.pool.SendBatch(ctx, &b).Close(); err != nil {
+		return nil, nil, translate("get task", err)
+	}
+	return t, steps, nil
 }
 
 // Steps lists a task's steps, or the one step stepID when it is not nil.
@@ -108,18 +139,20 @@ func (s *Store) Steps(ctx context.Context, taskID uuid.UUID, stepID *uuid.UUID) 
 	if err != nil {
 		return nil, translate("list steps", err)
 	}
-	steps, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Step, error) {
-		var st Step
-		err := row.Scan(&st.StepID, &st.TaskID, &st.Name, &st.Handler, &st.Queue, &st.Status, &st.Attempts, &st.RetryBase,
-			&st.RetryLimit, &st.Retryable, &st.Skippable, &st.Inputs, &st.Results, &st.LastError, &st.UnfinishedParents,
-			&st.RunnableAt, &st.LeaseOwner, &st.LeaseExpiresAt, &st.LastAttemptedAt, &st.ProcessedAt,
-			&st.CreatedAt, &st.UpdatedAt, &st.Parents)
-		return st, err
-	})
+	steps, err := pgx.CollectRows(rows, scanStep)
 	if err != nil {
 		return nil, translate("list steps", err)
 	}
 	return steps, nil
+}
+
+func scanStep(row pgx.CollectableRow) (Step, error) {
+	var st Step
+	err := row.Scan(&st.StepID, &st.TaskID, &st.Name, &st.Handler, &st.Queue, &st.Status, &st.Attempts, &st.RetryBase,
+		&st.RetryLimit, &st.Retryable, &st.Skippable, &st.Inputs, &st.Results, &st.LastError, &st.UnfinishedParents,
+		&st.RunnableAt, &st.LeaseOwner, &st.LeaseExpiresAt, &st.LastAttemptedAt, &st.ProcessedAt,
+		&st.CreatedAt, &st.UpdatedAt, &st.Parents)
+	return st, err
 }
 
 // GetStep reads one step of a task; ErrNotFound when there is none.

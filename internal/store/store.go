@@ -55,6 +55,7 @@ type Store struct {
 	schema         string
 	logger         *slog.Logger
 	maxResultBytes int
+	creates        *createBatcher
 }
 
 // DefaultMaxResultBytes is the default of Config.MaxResultBytes, the
@@ -93,12 +94,17 @@ func New(cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	return &Store{pool: pool, schema: schema, logger: cmp.Or(cfg.Logger, slog.Default()),
-		maxResultBytes: cmp.Or(cfg.MaxResultBytes, DefaultMaxResultBytes)}, nil
+	s := &Store{pool: pool, schema: schema, logger: cmp.Or(cfg.Logger, slog.Default()),
+		maxResultBytes: cmp.Or(cfg.MaxResultBytes, DefaultMaxResultBytes)}
+	s.creates = newCreateBatcher(s)
+	return s, nil
 }
 
 // Close closes every connection.
-func (s *Store) Close() { s.pool.Close() }
+func (s *Store) Close() {
+	s.creates.close()
+	s.pool.Close()
+}
 
 // Schema is the schema the store works in.
 func (s *Store) Schema() string { return s.schema }

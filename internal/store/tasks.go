@@ -133,22 +133,7 @@ func (s *Store) CreateTask(ctx context.Context, t NewTask) (taskID uuid.UUID, cr
 		ids, namedIDs, names, handlers, queues, limits, retryable, skippable, bypassed, inputs, parents,
 		t.Stagger.Microseconds(), from, to, nullable(t.Actor),
 	}
-	if t.InTx != nil {
-		err = s.inTx(ctx, "create task", func(tx pgx.Tx) error {
-			if err := tx.QueryRow(ctx, taskCreateSQL, args...).Scan(&taskID); err != nil {
-				if errors.Is(err, pgx.ErrNoRows) {
-					return keep(err) // the idempotency key exists: handled below
-				}
-				return err
-			}
-			return t.InTx(ctx, Tx{tx}, taskID)
-		})
-		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-			return uuid.Nil, false, err // translated by inTx
-		}
-	} else {
-		err = s.pool.QueryRow(ctx, taskCreateSQL, args...).Scan(&taskID)
-	}
+	taskID, err = s.creates.create(ctx, args, t.InTx)
 	if err == nil {
 		return taskID, true, nil
 	}

@@ -1,0 +1,206 @@
+// Package maintenance keeps a long-running database healthy: retention of
+// finished tasks and old audit rows, and the database-wide gauges that
+// scrapes must not compute. Only the elected leader (package leadership)
+// runs it, once per interval.
+package maintenance
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/taskerd/taskerd/internal/leadership"
+	"github.com/taskerd/taskerd/internal/store"
+)
+
+// Defaults.
+const (
+	DefaultInterval           = time.Minute
+	DefaultRetentionCompleted = 30 * 24 * time.Hour
+	DefaultRetentionFailed    = 90 * 24 * time.Hour
+	DefaultBatchSize          = 500
+	// A pass stops deleting after this long and goes on at the next
+	// interval: a backlog of millions never holds the leader for long.
+	DefaultPassBudget = 20 * time.Second
+)
+
+// Config configures a Runner.
+type Config struct {
+	// Store is the database; required.
+	Store *store.Store
+	// Elector tells whether this replica leads; required.
+	Elector *leadership.Elector
+	// Interval between passes; default 1 minute.
+	Interval time.Duration
+	// RetentionCompleted keeps complete, cancelled and resolved tasks this
+	// long after they finished; default 30 days. Negative keeps them forever.
+	RetentionCompleted time.Duration
+	// RetentionFailed keeps tasks in error this long; default 90 days.
+	// Negative keeps them forever.
+	RetentionFailed time.Duration
+	// BatchSize is how many tasks one delete statement removes; default 500.
+	BatchSize int
+	// PassBudget bounds the time one pass spends deleting; default 20 s.
+	PassBudget time.Duration
+	// Registerer receives the maintenance metrics and gauges; nil skips them.
+	Registerer prometheus.Registerer
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Runner runs the maintenance passes while this replica leads.
+type Runner struct {
+	cfg     Config
+	logger  *slog.Logger
+	metrics *metrics
+	mu      sync.Mutex
+	cancel  context.CancelFunc
+	done    chan struct{}
+	passes  chan struct{} // receives after each pass (tests)
+}
+
+// New validates cfg and registers the metrics.
+func New(cfg Config) (*Runner, error) {
+	if cfg.Store == nil || cfg.Elector == nil {
+		return nil, errors.New("maintenance: Store and Elector are required")
+	}
+	cfg.Interval = cmp.Or(cfg.Interval, DefaultInterval)
+	cfg.RetentionCompleted = cmp.Or(cfg.RetentionCompleted, DefaultRetentionCompleted)
+	cfg.RetentionFailed = cmp.Or(cfg.RetentionFailed, DefaultRetentionFailed)
+	cfg.BatchSize = cmp.Or(cfg.BatchSize, DefaultBatchSize)
+	cfg.PassBudget = cmp.Or(cfg.PassBudget, DefaultPassBudget)
+	r := &Runner{cfg: cfg, logger: cmp.Or(cfg.Logger, slog.Default()).With(slog.String("component", "maintenance")),
+		metrics: newMetrics(), passes: make(chan struct{}, 1)}
+	if cfg.Registerer != nil {
+		if err := r.metrics.register(cfg.Registerer, cfg.Elector); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// Start begins the passes; it returns at once.
+func (r *Runner) Start(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.done != nil {
+		return nil
+	}
+	ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	r.done = make(chan struct{})
+	go r.run(ctx)
+	return nil
+}
+
+// Stop ends the passes, waiting for a running one to stop. Safe twice and
+// before Start.
+func (r *Runner) Stop(ctx context.Context) error {
+	r.mu.Lock()
+	cancel, done := r.cancel, r.done
+	r.cancel = nil
+	r.mu.Unlock()
+	if cancel == nil {
+		return nil
+	}
+	cancel()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *Runner) run(ctx context.Context) {
+	defer close(r.done)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.cfg.Elector.Changed():
+			// Became leader (run now) or stopped leading (clear the gauges).
+		case <-timer.C:
+		}
+		if r.cfg.Elector.IsLeader() {
+			r.Pass(ctx)
+		} else {
+			r.metrics.clearGauges()
+		}
+		timer.Reset(r.cfg.Interval)
+	}
+}
+
+// Pass runs every maintenance service once (the leader's job; exported for
+// tests and for operators' one-off runs).
+func (r *Runner) Pass(ctx context.Context) {
+	r.service(ctx, "retention", r.retention)
+	r.service(ctx, "gauges", r.gauges)
+	select {
+	case r.passes <- struct{}{}:
+	default:
+	}
+}
+
+func (r *Runner) service(ctx context.Context, name string, fn func(context.Context) error) {
+	started := time.Now()
+	err := fn(ctx)
+	outcome := "ok"
+	if err != nil {
+		outcome = "error"
+		if ctx.Err() == nil {
+			r.logger.ErrorContext(ctx, "maintenance failed", slog.String("service", name), slog.String("error", err.Error()))
+		}
+	}
+	r.metrics.runs.WithLabelValues(name, outcome).Inc()
+	r.metrics.duration.WithLabelValues(name).Observe(time.Since(started).Seconds())
+}
+
+// retention deletes finished tasks past their retention, oldest first, in
+// batches (each its own short transaction), until none is left or the
+// pass's budget is spent.
+func (r *Runner) retention(ctx context.Context) error {
+	deadline := time.Now().Add(r.cfg.PassBudget)
+	classes := []struct {
+		label    string
+		statuses []string
+		keep     time.Duration
+	}{
+		{"completed", []string{"complete", "cancelled", "resolved_manually"}, r.cfg.RetentionCompleted},
+		{"failed", []string{"error"}, r.cfg.RetentionFailed},
+	}
+	for _, c := range classes {
+		if c.keep < 0 {
+			continue
+		}
+		for time.Now().Before(deadline) {
+			n, err := r.cfg.Store.DeleteFinishedTasks(ctx, c.statuses, c.keep, r.cfg.BatchSize)
+			if err != nil {
+				return err
+			}
+			r.metrics.deleted.WithLabelValues(c.label).Add(float64(n))
+			if n > 0 {
+				r.logger.InfoContext(ctx, "deleted finished tasks", slog.String("class", c.label), slog.Int64("tasks", n))
+			}
+			if n < int64(r.cfg.BatchSize) {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+func (r *Runner) gauges(ctx context.Context) error {
+	g, err := r.cfg.Store.ReadGauges(ctx)
+	if err != nil {
+		return err
+	}
+	r.metrics.setGauges(g)
+	return nil
+}

@@ -1,0 +1,251 @@
+package maintenance_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/taskerd/taskerd/internal/leadership"
+	"github.com/taskerd/taskerd/internal/maintenance"
+	"github.com/taskerd/taskerd/internal/store"
+	"github.com/taskerd/taskerd/internal/testdb"
+)
+
+func TestMain(m *testing.M) { testdb.Main(m) }
+
+type bundle struct {
+	conn   *pgx.Conn
+	runner *maintenance.Runner
+	reg    *prometheus.Registry
+	named  int64
+	step   int64
+}
+
+// setup gives a migrated database, a leading elector and a runner whose
+// interval is long: tests call Pass themselves.
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	ctx := context.Background()
+	dsn := testdb.New(t)
+	s, err := store.New(store.Config{DatabaseURL: dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	conn, err := pgx.Connect(ctx, dsn+"&search_path=tasker")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	e, err := leadership.New(leadership.Config{Store: s, ReplicaID: "leader", TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Stop(context.Background()) })
+	deadline := time.Now().Add(5 * time.Second)
+	for !e.IsLeader() {
+		if time.Now().After(deadline) {
+			t.Fatal("never became leader")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	b := &bundle{conn: conn, reg: prometheus.NewRegistry()}
+	b.runner, err = maintenance.New(maintenance.Config{Store: s, Elector: e, Interval: time.Hour, BatchSize: 3,
+		RetentionCompleted: 24 * time.Hour, RetentionFailed: 72 * time.Hour, Registerer: b.reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := conn.Exec(ctx, sql, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exec(`INSERT INTO task_namespaces (name) VALUES ('payments')`)
+	if err := conn.QueryRow(ctx, `INSERT INTO named_tasks (task_namespace_id, name, version, template, content_hash)
+		SELECT task_namespace_id, 'refund', '1.0.0', '{}', 'h' FROM task_namespaces RETURNING named_task_id`).Scan(&b.named); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRow(ctx, `INSERT INTO named_steps (named_task_id, name, position, handler)
+		VALUES ($1, 'a', 0, 'noop') RETURNING named_step_id`, b.named).Scan(&b.step); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// task inserts a task in status that finished age ago (never, when age is
+// 0 and the status is unfinished), with two steps, an edge and transitions.
+func (b *bundle) task(t *testing.T, status string, age time.Duration) uuid.UUID {
+	t.Helper()
+	ctx := context.Background()
+	id := uuid.Must(uuid.NewV7())
+	var completed any
+	if age > 0 {
+		completed = time.Now().Add(-age)
+	}
+	if _, err := b.conn.Exec(ctx, `INSERT INTO tasks (task_id, named_task_id, namespace_name, task_name, task_version, status, completed_at)
+		VALUES ($1, $2, 'payments', 'refund', '1.0.0', $3, $4)`, id, b.named, status, completed); err != nil {
+		t.Fatal(err)
+	}
+	s1, s2 := uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())
+	stepStatus := "complete"
+	if status == "pending" {
+		stepStatus = "pending"
+	}
+	for i, sid := range []uuid.UUID{s1, s2} {
+		runnable := "NULL"
+		if stepStatus == "pending" && i == 0 {
+			runnable = "now() - interval '3 seconds'"
+		}
+		if _, err := b.conn.Exec(ctx, `INSERT INTO workflow_steps (workflow_step_id, task_id, named_step_id, name, handler, status, runnable_at)
+			VALUES ($1, $2, $3, $4, 'noop', $5, `+runnable+`)`, sid, id, b.step, fmt.Sprintf("s%d", i), stepStatus); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.conn.Exec(ctx, `INSERT INTO workflow_step_transitions (workflow_step_id, task_id, from_state, to_state)
+			VALUES ($1, $2, NULL, 'pending')`, sid, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.conn.Exec(ctx, `INSERT INTO workflow_step_edges (from_step_id, to_step_id, task_id) VALUES ($1, $2, $3)`, s1, s2, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.conn.Exec(ctx, `INSERT INTO task_transitions (task_id, from_state, to_state) VALUES ($1, NULL, 'pending')`, id); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func (b *bundle) count(t *testing.T, sql string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := b.conn.QueryRow(context.Background(), sql, args...).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestRetentionDeletesExactlyTheExpiredTasks(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	day := 24 * time.Hour
+	var gone, kept []uuid.UUID
+	// Seven expired tasks: more than one batch (3), so batches repeat.
+	for _, st := range []string{"complete", "cancelled", "resolved_manually", "complete", "complete"} {
+		gone = append(gone, b.task(t, st, 2*day))
+	}
+	gone = append(gone, b.task(t, "error", 4*day), b.task(t, "error", 5*day))
+	kept = append(kept,
+		b.task(t, "complete", time.Hour),  // finished recently
+		b.task(t, "error", 2*day),         // failed tasks are kept longer
+		b.task(t, "in_progress", 0),       // never finished
+		b.task(t, "pending", 0),           // never started
+		b.task(t, "resolved_manually", 0), // no finish time recorded: kept
+	)
+	b.runner.Pass(context.Background())
+
+	for _, id := range gone {
+		if n := b.count(t, `SELECT count(*) FROM tasks WHERE task_id = $1`, id); n != 0 {
+			t.Fatalf("expired task %s kept", id)
+		}
+	}
+	for _, id := range kept {
+		if n := b.count(t, `SELECT count(*) FROM tasks WHERE task_id = $1`, id); n != 1 {
+			t.Fatalf("task %s deleted, want kept", id)
+		}
+	}
+	// Their steps, edges and transitions went with them; the others' stay.
+	want := map[string]int{
+		`SELECT count(*) FROM workflow_steps`:            2 * len(kept),
+		`SELECT count(*) FROM workflow_step_edges`:       len(kept),
+		`SELECT count(*) FROM workflow_step_transitions`: 2 * len(kept),
+		`SELECT count(*) FROM task_transitions`:          len(kept),
+	}
+	for sql, n := range want {
+		if got := b.count(t, sql); got != n {
+			t.Fatalf("%s = %d, want %d", sql, got, n)
+		}
+	}
+	deleted := `
+# HELP tasker_retention_deleted_tasks_total Finished tasks deleted by retention, by class (completed, failed).
+# TYPE tasker_retention_deleted_tasks_total counter
+tasker_retention_deleted_tasks_total{class="completed"} 5
+tasker_retention_deleted_tasks_total{class="failed"} 2
+`
+	if err := testutil.GatherAndCompare(b.reg, strings.NewReader(deleted), "tasker_retention_deleted_tasks_total"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestGaugesAreSetByTheLeaderPass(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.task(t, "pending", 0)
+	b.task(t, "pending", 0)
+	b.task(t, "in_progress", 0)
+	b.task(t, "complete", time.Minute)
+	b.runner.Pass(context.Background())
+
+	tasks := `
+# HELP tasker_tasks_by_status Tasks in the database by status (set by the leader each maintenance interval).
+# TYPE tasker_tasks_by_status gauge
+tasker_tasks_by_status{status="cancelled"} 0
+tasker_tasks_by_status{status="complete"} 1
+tasker_tasks_by_status{status="error"} 0
+tasker_tasks_by_status{status="in_progress"} 1
+tasker_tasks_by_status{status="pending"} 2
+tasker_tasks_by_status{status="resolved_manually"} 0
+`
+	if err := testutil.GatherAndCompare(b.reg, strings.NewReader(tasks), "tasker_tasks_by_status"); err != nil {
+		t.Fatal(err)
+	}
+	depth := `
+# HELP tasker_queue_depth Steps runnable now and not yet claimed, by template (set by the leader each maintenance interval).
+# TYPE tasker_queue_depth gauge
+tasker_queue_depth{namespace="payments",task="refund"} 2
+`
+	if err := testutil.GatherAndCompare(b.reg, strings.NewReader(depth), "tasker_queue_depth"); err != nil {
+		t.Fatal(err)
+	}
+	if age := testutil.ToFloat64(gaugeOf(t, b.reg, "tasker_oldest_runnable_step_age_seconds")); age < 2 {
+		t.Fatalf("oldest runnable age %.2f s, want ≥ 2 (the fixture's steps became runnable 3 s ago)", age)
+	}
+	leader := `
+# HELP tasker_leader 1 when this replica is the elected maintenance leader.
+# TYPE tasker_leader gauge
+tasker_leader 1
+`
+	if err := testutil.GatherAndCompare(b.reg, strings.NewReader(leader), "tasker_leader"); err != nil {
+		t.Fatal(err)
+	}
+	if problems, err := testutil.GatherAndLint(b.reg); err != nil || len(problems) > 0 {
+		t.Fatalf("promlint: %v %v", problems, err)
+	}
+}
+
+// gaugeOf returns the single series of a gauge family as a collector.
+func gaugeOf(t *testing.T, reg *prometheus.Registry, name string) prometheus.Collector {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == name && len(f.GetMetric()) == 1 {
+			g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: "copy"})
+			g.Set(f.GetMetric()[0].GetGauge().GetValue())
+			return g
+		}
+	}
+	t.Fatalf("no single series of %s", name)
+	return nil
+}

@@ -1,0 +1,124 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"github.com/taskerd/taskerd/internal/store"
+	"github.com/taskerd/taskerd/internal/testdb"
+)
+
+// TestConcurrentCreatesAreIsolated sends many creates at once, so that the
+// store writes them in shared transactions: one invalid create fails alone,
+// and its neighbours are all written.
+func TestConcurrentCreatesAreIsolated(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dsn := testdb.New(t)
+	conn := connect(t, dsn)
+	s := newStore(t, dsn)
+	f := newFixture(t, conn)
+
+	const n = 80
+	bad := 37
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	ids := make([]uuid.UUID, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			nt, _ := diamond(f, "")
+			if i == bad {
+				nt.Steps[1].RetryLimit = -1 // refused by a CHECK constraint: the statement fails
+			}
+			ids[i] = nt.TaskID
+			_, _, errs[i] = s.CreateTask(ctx, nt)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if i == bad {
+			if err == nil {
+				t.Fatal("the invalid create succeeded")
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("create %d failed beside the invalid one: %v", i, err)
+		}
+	}
+	var tasks, steps int
+	must(t, conn.QueryRow(ctx, `SELECT count(*) FROM tasks`).Scan(&tasks))
+	must(t, conn.QueryRow(ctx, `SELECT count(*) FROM workflow_steps`).Scan(&steps))
+	if tasks != n-1 || steps != 4*(n-1) {
+		t.Fatalf("%d tasks and %d steps written, want %d and %d", tasks, steps, n-1, 4*(n-1))
+	}
+	var badRows int
+	must(t, conn.QueryRow(ctx, `SELECT count(*) FROM tasks WHERE task_id = $1`, ids[bad]).Scan(&badRows))
+	if badRows != 0 {
+		t.Fatal("the invalid task was half-written")
+	}
+}
+
+// TestConcurrentCreatesShareAnIdempotencyKey sends the same keyed request
+// many times at once: one create wins, every caller gets its task back.
+func TestConcurrentCreatesShareAnIdempotencyKey(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dsn := testdb.New(t)
+	conn := connect(t, dsn)
+	s := newStore(t, dsn)
+	f := newFixture(t, conn)
+
+	const n = 40
+	var wg sync.WaitGroup
+	got := make([]uuid.UUID, n)
+	created := make([]bool, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			nt, _ := diamond(f, "same-key")
+			got[i], created[i], errs[i] = s.CreateTask(ctx, nt)
+		}()
+	}
+	wg.Wait()
+	winners := 0
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("create %d: %v", i, errs[i])
+		}
+		if created[i] {
+			winners++
+		}
+		if got[i] != got[0] {
+			t.Fatalf("create %d returned task %s, create 0 returned %s", i, got[i], got[0])
+		}
+	}
+	if winners != 1 {
+		t.Fatalf("%d creates won the key, want 1", winners)
+	}
+}
+
+// TestCreateAfterClose refuses creates once the store is closed.
+func TestCreateAfterClose(t *testing.T) {
+	t.Parallel()
+	dsn := testdb.New(t)
+	f := newFixture(t, connect(t, dsn))
+	s, err := store.New(store.Config{DatabaseURL: dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s.Close() // safe twice
+	nt, _ := diamond(f, "")
+	if _, _, err := s.CreateTask(context.Background(), nt); err == nil || errors.Is(err, context.Canceled) {
+		t.Fatalf("create after close: %v, want an error", err)
+	}
+}

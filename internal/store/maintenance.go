@@ -1,0 +1,104 @@
+package store
+
+import (
+	"context"
+	_ "embed"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+//go:embed sql/leader_acquire.sql
+var leaderAcquireSQL string
+
+//go:embed sql/leader_resign.sql
+var leaderResignSQL string
+
+//go:embed sql/retention_delete.sql
+var retentionDeleteSQL string
+
+//go:embed sql/gauges_queue.sql
+var gaugesQueueSQL string
+
+//go:embed sql/gauges_tasks.sql
+var gaugesTasksSQL string
+
+// LeaderLease is who holds a leader lease, and until when.
+type LeaderLease struct {
+	Holder    string
+	ExpiresAt time.Time
+}
+
+// AcquireLease takes or renews the lease name for holder for ttl, and
+// returns its holder afterwards (holder itself when it got it).
+func (s *Store) AcquireLease(ctx context.Context, name, holder string, ttl time.Duration) (LeaderLease, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	var l LeaderLease
+	err := s.pool.QueryRow(ctx, leaderAcquireSQL, name, holder, ttl.Milliseconds()).Scan(&l.Holder, &l.ExpiresAt)
+	return l, translate("acquire leader lease", err)
+}
+
+// ResignLease gives up the lease name if holder holds it.
+func (s *Store) ResignLease(ctx context.Context, name, holder string) error {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	_, err := s.pool.Exec(ctx, leaderResignSQL, name, holder)
+	return translate("resign leader lease", err)
+}
+
+// DeleteFinishedTasks deletes up to limit tasks in one of statuses that
+// finished more than olderThan ago, with everything they own, and returns
+// how many went.
+func (s *Store) DeleteFinishedTasks(ctx context.Context, statuses []string, olderThan time.Duration, limit int) (int64, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	tag, err := s.pool.Exec(ctx, retentionDeleteSQL, statuses, olderThan.Milliseconds(), limit)
+	if err != nil {
+		return 0, translate("delete finished tasks", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// QueueGauge is the ready queue of one template.
+type QueueGauge struct {
+	Namespace, Task string
+	Ready           int64
+	OldestSeconds   float64
+}
+
+// Gauges is a snapshot of the database-wide gauges.
+type Gauges struct {
+	Queues []QueueGauge
+	Tasks  map[string]int64 // by status
+}
+
+// ReadGauges computes the database-wide gauges (two queries; the leader
+// runs it on an interval).
+func (s *Store) ReadGauges(ctx context.Context) (*Gauges, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	g := &Gauges{Tasks: map[string]int64{}}
+	var b pgx.Batch
+	b.Queue(gaugesQueueSQL).Query(func(rows pgx.Rows) (err error) {
+		g.Queues, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (QueueGauge, error) {
+			var q QueueGauge
+			err := row.Scan(&q.Namespace, &q.Task, &q.Ready, &q.OldestSeconds)
+			return q, err
+		})
+		return err
+	})
+	b.Queue(gaugesTasksSQL).Query(func(rows pgx.Rows) error {
+		var status string
+		var n int64
+		_, err := pgx.ForEachRow(rows, []any{&status, &n}, func() error {
+			g.Tasks[status] = n
+			return nil
+		})
+		return err
+	})
+	if err := s.pool.SendBatch(ctx, &b).Close(); err != nil {
+		return nil, translate("read gauges", err)
+	}
+	return g, nil
+}
