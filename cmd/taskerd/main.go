@@ -4,6 +4,7 @@
 //	taskerd migrate up|down|status|version
 //	taskerd templates validate|list
 //	taskerd dev                private PostgreSQL + migrate + serve, for a laptop
+//	taskerd scaffold           a template, a remote worker and its test, to start from
 //	taskerd version
 package main
 
@@ -45,6 +46,8 @@ Usage:
   taskerd templates validate FILE|DIR…    check task template files (no database needed; exit 1 when invalid)
   taskerd templates list [flags]          list the registered task templates
   taskerd dev [flags]                     boot a private PostgreSQL under ./.taskerd/pg, migrate, serve
+  taskerd scaffold --kind KIND --namespace NS --name NAME [--worker go|python] [--dir DIR]
+                                          write a template, a remote worker and its test (KIND: api, calculation, database, notification)
   taskerd bench [--workload NAME] [--quick] [--json FILE]   run the benchmarks (see taskerd bench --help)
   taskerd bench compare OLD.json NEW.json                    the change of every figure
   taskerd version                         print version, commit and Go version
@@ -71,6 +74,8 @@ func run(ctx context.Context, args []string, env config.LookupEnv, stdout, stder
 		return runTemplates(ctx, rest, env, stdout, stderr)
 	case "bench":
 		return runBench(ctx, rest, env, stdout, stderr)
+	case "scaffold":
+		return runScaffold(rest, stdout, stderr)
 	case "version", "--version", "-v":
 		return runVersion(stdout)
 	case "help", "--help", "-h":

@@ -75,25 +75,7 @@ func TestSwaggerUI(t *testing.T) {
 	}
 	slices.Sort(want)
 
-	// The machine has no network: without these flags Chromium waits on
-	// connections it can never make.
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(browser),
-		chromedp.NoSandbox, // root in a container
-		chromedp.DisableGPU,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.NoFirstRun,
-		chromedp.WindowSize(1280, 1600),
-	)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
-	defer cancelAlloc()
-	bctx, cancelBrowser := chromedp.NewContext(allocCtx)
-	defer cancelBrowser()
+	bctx := newBrowser(t, browser)
 
 	// Open the page: the redirect from /api-docs to /api-docs/ is part of the test.
 	if err := chromedp.Do(bctx,
@@ -138,6 +120,34 @@ func TestSwaggerUI(t *testing.T) {
 		!strings.Contains(body, `"namespace": "shop"`) {
 		t.Errorf("try it out: status %q, request %q, body %.300q", status, requestURL, body)
 	}
+}
+
+// newBrowser starts a headless browser for the test, closed when it ends
+// (and after two minutes at most).
+func newBrowser(t *testing.T, browser string) context.Context {
+	t.Helper()
+	// The machine has no network: without these flags Chromium waits on
+	// connections it can never make.
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(browser),
+		chromedp.NoSandbox, // root in a container
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.NoFirstRun,
+		chromedp.WindowSize(1280, 1600),
+	)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
+	bctx, cancelBrowser := chromedp.NewContext(allocCtx)
+	t.Cleanup(func() {
+		cancelBrowser()
+		cancelAlloc()
+		cancel()
+	})
+	return bctx
 }
 
 // run runs one browser action, failing the test on error.

@@ -117,9 +117,15 @@ func (e *Engine) execute(ctx context.Context, s store.ClaimedStep, ref store.Ste
 		StepName: s.Name, Attempt: s.Attempt, Context: s.Context, Inputs: s.Inputs, Parents: s.Parents,
 		Config: tmpl.HandlerConfig, CorrelationID: s.CorrelationID, Traceparent: s.Traceparent,
 	}
+	// The handler gets the context as it is; what it says back (its error,
+	// its custom events) leaves the engine without the values the schema
+	// marks x-sensitive, for logs, events, webhooks and traces.
+	scrub := reg.ContextScrubber(s.Context)
 	if e.cfg.Events == nil {
-		results, err := safeHandle(hctx, kind, step)
-		return e.handled(hctx, ref, tmpl, results, err)
+		results, err := e.safeHandle(hctx, kind, step, scrub)
+		o := e.handled(hctx, ref, tmpl, results, err)
+		o.scrub(scrub)
+		return o
 	}
 	var recorder *handler.EventRecorder
 	if len(tmpl.CustomEvents) > 0 || len(reg.Template.CustomEvents) > 0 {
@@ -131,12 +137,13 @@ func (e *Engine) execute(ctx context.Context, s store.ClaimedStep, ref store.Ste
 	}
 	started := time.Now()
 	e.cfg.Events.Committed(ctx, []Event{handleEvent(EventStepBeforeHandle, &s, ref.Attempt, started, 0, nil)})
-	results, err := safeHandle(hctx, kind, step)
+	results, err := e.safeHandle(hctx, kind, step, scrub)
 	o := e.handled(hctx, ref, tmpl, results, err)
 	o.started, o.elapsed = started, time.Since(started)
 	if recorder != nil {
 		o.custom = recorder.Events()
 	}
+	o.scrub(scrub)
 	var errDoc json.RawMessage
 	if o.failed {
 		errDoc = o.err
@@ -189,12 +196,33 @@ func (e *Engine) failure(ref store.StepRef, tmpl *registry.StepTemplate, err err
 	return outcome{ref: ref, failed: true, err: raw, retryable: retryable, delay: b.Delay(ref.Attempt, retryAfter)}
 }
 
-// safeHandle runs a handler; a panic is a failed attempt, not a dead replica.
-func safeHandle(ctx context.Context, kind handler.Kind, step handler.Step) (results json.RawMessage, err error) {
+// scrub removes the task's sensitive context values from the attempt's
+// error and custom event payloads. Results are kept as they are: the
+// step's children read them, and they reach no log, event or span.
+func (o *outcome) scrub(sc registry.Scrubber) {
+	if sc.Empty() {
+		return
+	}
+	o.err = sc.JSON(o.err)
+	if len(o.custom) == 0 {
+		return
+	}
+	custom := make([]handler.CustomEvent, len(o.custom))
+	for i, c := range o.custom {
+		c.Payload = sc.JSON(c.Payload)
+		custom[i] = c
+	}
+	o.custom = custom
+}
+
+// safeHandle runs a handler; a panic is a failed attempt, not a dead
+// replica. The panic's value is logged without the sensitive values sc
+// knows.
+func (e *Engine) safeHandle(ctx context.Context, kind handler.Kind, step handler.Step, sc registry.Scrubber) (results json.RawMessage, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			slog.Default().Error("handler panicked", slog.String("kind", kind.Name()), slog.String("step_id", step.StepID.String()),
-				slog.Any("panic", p), slog.String("stack", string(debug.Stack())))
+			e.logger.ErrorContext(ctx, "handler panicked", slog.String("kind", kind.Name()), slog.String("step_id", step.StepID.String()),
+				slog.String("panic", sc.Text(fmt.Sprint(p))), slog.String("stack", string(debug.Stack())))
 			err = fmt.Errorf("handler %q panicked: %v", kind.Name(), p)
 		}
 	}()

@@ -118,7 +118,8 @@ func (chargeKind) Handle(_ context.Context, s handler.Step) (json.RawMessage, er
 	return json.RawMessage(`{"charged":true}`), nil
 }
 
-func startReplica(t *testing.T) *replica {
+// startReplica starts a replica with the chargeKind handler and kinds.
+func startReplica(t *testing.T, kinds ...handler.Kind) *replica {
 	t.Helper()
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
 	settings, err := config.NewParser(fs, config.Server).Parse(nil, func(string) (string, bool) { return "", false })
@@ -134,7 +135,7 @@ func startReplica(t *testing.T) *replica {
 	r := &replica{t: t, spans: tracetest.NewInMemoryExporter(), logs: &lockedBuffer{}, events: &eventLog{}}
 	logger := slog.New(slog.NewJSONHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv, err := server.New(server.Config{Settings: settings, Logger: logger, Listener: ln,
-		SpanExporter: r.spans, Kinds: []handler.Kind{chargeKind{}}})
+		SpanExporter: r.spans, Kinds: append([]handler.Kind{chargeKind{}}, kinds...)})
 	if err != nil {
 		t.Fatal(err)
 	}

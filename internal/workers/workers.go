@@ -534,6 +534,13 @@ func (s *Service) Complete(ctx context.Context, stepID uuid.UUID, attempt int, r
 	if err != nil {
 		return nil, err
 	}
+	if len(custom) > 0 {
+		sc, err := s.scrubber(ctx, rs)
+		if err != nil {
+			return nil, err
+		}
+		custom = scrubCustom(sc, custom)
+	}
 	if len(results) > s.cfg.MaxResultBytes {
 		tooLarge := &ResultsTooLargeError{Size: len(results), Limit: s.cfg.MaxResultBytes}
 		out, err := s.fail(ctx, FailRequest{StepID: stepID, Attempt: attempt, Message: tooLarge.Error(), Retryable: false}, custom)
@@ -644,6 +651,11 @@ func (s *Service) fail(ctx context.Context, req FailRequest, custom map[uuid.UUI
 	if err != nil {
 		return nil, &registry.ValidationError{Errors: []registry.FieldError{{Pointer: "/error", Message: "is not valid JSON"}}}
 	}
+	sc, err := s.scrubber(ctx, rs)
+	if err != nil {
+		return nil, err
+	}
+	errDoc, custom = sc.JSON(errDoc), scrubCustom(sc, custom)
 	res, err := s.cfg.Steps.FinishRemote(ctx, store.FinishParams{
 		Owner: rs.LeaseOwner,
 		Failures: []store.Failure{{StepID: req.StepID, Attempt: req.Attempt, Error: errDoc, Retryable: req.Retryable,
