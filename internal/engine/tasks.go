@@ -132,7 +132,7 @@ func (e *Engine) CreateTask(ctx context.Context, req CreateTaskRequest) (view *T
 		e.order.hold(held)
 		defer func() { e.order.release(held) }()
 	}
-	taskID, created, err := e.store.CreateTask(ctx, nt)
+	read, taskID, created, err := e.store.CreateTaskRead(ctx, nt)
 	if err != nil {
 		return nil, false, err
 	}
@@ -155,6 +155,10 @@ func (e *Engine) CreateTask(ctx context.Context, req CreateTaskRequest) (view *T
 		}
 		e.poke()
 		e.announceRemote(ctx, nt.Steps, nt.RunAt) // subtask.go
+	}
+	if read != nil && len(bypass) < len(nt.Steps) {
+		// Read in the create's own transaction: no second round trip.
+		return &TaskView{Task: read.Task, Steps: read.Steps}, true, nil
 	}
 	view, err = e.GetTask(ctx, taskID, false)
 	return view, created, err

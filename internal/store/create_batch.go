@@ -26,14 +26,17 @@ const (
 )
 
 type createReq struct {
-	args []any
-	inTx func(ctx context.Context, tx Tx, taskID uuid.UUID) error
-	done chan createResult
+	args     []any
+	inTx     func(ctx context.Context, tx Tx, taskID uuid.UUID) error
+	readBack bool // also read the new task and its steps, in the same pipeline
+	done     chan createResult
 }
 
 type createResult struct {
-	id  uuid.UUID
-	err error // pgx.ErrNoRows: the idempotency key exists
+	id    uuid.UUID
+	err   error // pgx.ErrNoRows: the idempotency key exists
+	task  *Task // read back when asked and created
+	steps []Step
 }
 
 type createBatcher struct {
@@ -52,33 +55,33 @@ func newCreateBatcher(s *Store) *createBatcher {
 
 // create writes one task through the queue and returns its id, or
 // pgx.ErrNoRows when its idempotency key already exists.
-func (b *createBatcher) create(ctx context.Context, args []any, inTx func(context.Context, Tx, uuid.UUID) error) (uuid.UUID, error) {
+func (b *createBatcher) create(ctx context.Context, args []any, inTx func(context.Context, Tx, uuid.UUID) error, readBack bool) (createResult, error) {
 	b.once.Do(func() {
 		for range createWriters {
 			b.writers.Add(1)
 			go b.write()
 		}
 	})
-	req := &createReq{args: args, inTx: inTx, done: make(chan createResult, 1)}
+	req := &createReq{args: args, inTx: inTx, readBack: readBack, done: make(chan createResult, 1)}
 	b.mu.RLock()
 	if b.closed {
 		b.mu.RUnlock()
-		return uuid.Nil, errStoreClosed
+		return createResult{}, errStoreClosed
 	}
 	select {
 	case b.queue <- req:
 	case <-ctx.Done():
 		b.mu.RUnlock()
-		return uuid.Nil, ctx.Err()
+		return createResult{}, ctx.Err()
 	}
 	b.mu.RUnlock()
 	select {
 	case r := <-req.done:
-		return r.id, r.err
+		return r, r.err
 	case <-ctx.Done():
 		// The create may still commit: an idempotency key makes the
 		// client's retry safe, as after any lost response.
-		return uuid.Nil, ctx.Err()
+		return createResult{}, ctx.Err()
 	}
 }
 
@@ -122,6 +125,24 @@ func (b *createBatcher) writeBatch(batch []*createReq) {
 					results[i].err = err // the idempotency key exists: the caller looks it up
 					return nil
 				}
+				return err
+			})
+			if !r.readBack {
+				continue
+			}
+			// Read in the same transaction, so the rows are the ones just
+			// written; no row when the idempotency key already existed.
+			id := r.args[0]
+			pb.Queue(taskGetSQL, id).QueryRow(func(row pgx.Row) error {
+				t, err := scanTask(row)
+				if errors.Is(err, pgx.ErrNoRows) {
+					return nil
+				}
+				results[i].task = t
+				return err
+			})
+			pb.Queue(stepsOfTaskSQL, id, nil).Query(func(rows pgx.Rows) (err error) {
+				results[i].steps, err = pgx.CollectRows(rows, scanStep)
 				return err
 			})
 		}

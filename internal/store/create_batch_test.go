@@ -122,3 +122,36 @@ func TestCreateAfterClose(t *testing.T) {
 		t.Fatalf("create after close: %v, want an error", err)
 	}
 }
+
+// TestCreateTaskReadReturnsTheWrittenRows reads the task and its steps in
+// the create's own round trip; a repeated idempotent request reads nothing
+// (the caller reads the existing task itself).
+func TestCreateTaskReadReturnsTheWrittenRows(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dsn := testdb.New(t)
+	s := newStore(t, dsn)
+	f := newFixture(t, connect(t, dsn))
+
+	nt, ids := diamond(f, "read-key")
+	read, id, created, err := s.CreateTaskRead(ctx, nt)
+	if err != nil || !created || id != nt.TaskID || read == nil {
+		t.Fatalf("create: %v %v %v %v", read, id, created, err)
+	}
+	if read.Task.TaskID != nt.TaskID || read.Task.Status != "pending" || read.Task.TotalSteps != 4 {
+		t.Fatalf("task read back: %+v", read.Task)
+	}
+	if len(read.Steps) != 4 {
+		t.Fatalf("%d steps read back, want 4", len(read.Steps))
+	}
+	for _, st := range read.Steps {
+		if ids[st.Name] != st.StepID {
+			t.Fatalf("step %s read back with id %s, want %s", st.Name, st.StepID, ids[st.Name])
+		}
+	}
+	again, _ := diamond(f, "read-key")
+	read, id, created, err = s.CreateTaskRead(ctx, again)
+	if err != nil || created || id != nt.TaskID || read != nil {
+		t.Fatalf("repeat: %v %v %v %v", read, id, created, err)
+	}
+}

@@ -39,6 +39,9 @@ type NewTask struct {
 	// the task back. It is not called when an idempotency key returns an
 	// existing task.
 	InTx func(ctx context.Context, tx Tx, taskID uuid.UUID) error
+	// readBack, when set, receives the created task and its steps, read in
+	// the create's own transaction (CreateTaskRead).
+	readBack *TaskRead
 }
 
 // NewStep is one workflow step of a NewTask.
@@ -133,8 +136,12 @@ func (s *Store) CreateTask(ctx context.Context, t NewTask) (taskID uuid.UUID, cr
 		ids, namedIDs, names, handlers, queues, limits, retryable, skippable, bypassed, inputs, parents,
 		t.Stagger.Microseconds(), from, to, nullable(t.Actor),
 	}
-	taskID, err = s.creates.create(ctx, args, t.InTx)
+	res, err := s.creates.create(ctx, args, t.InTx, t.readBack != nil)
+	taskID = res.id
 	if err == nil {
+		if t.readBack != nil {
+			t.readBack.Task, t.readBack.Steps = res.task, res.steps
+		}
 		return taskID, true, nil
 	}
 	if !errors.Is(err, pgx.ErrNoRows) || t.IdempotencyKey == "" {
@@ -157,4 +164,22 @@ func nullable(s string) *string {
 		return nil
 	}
 	return &s
+}
+
+// TaskRead is a task with its steps as read from the database.
+type TaskRead struct {
+	Task  *Task
+	Steps []Step
+}
+
+// CreateTaskRead is CreateTask that also returns the created task and its
+// steps, read in the same transaction and round trip as the create (nil
+// when created is false).
+func (s *Store) CreateTaskRead(ctx context.Context, t NewTask) (read *TaskRead, taskID uuid.UUID, created bool, err error) {
+	t.readBack = &TaskRead{}
+	taskID, created, err = s.CreateTask(ctx, t)
+	if err != nil || !created || t.readBack.Task == nil {
+		return nil, taskID, created, err
+	}
+	return t.readBack, taskID, created, nil
 }
