@@ -13,7 +13,7 @@ COMMIT      ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS     := -s -w -X $(PKG)/internal/version.Version=$(VERSION) -X $(PKG)/internal/version.Commit=$(COMMIT)
 GOFILES      = $(shell git ls-files --cached --others --exclude-standard '*.go')
 
-.PHONY: dev test build bench check fmt-check vet staticcheck go-test postgres chromium swagger events-doc e2e-ui clean
+.PHONY: dev test build bench check fmt-check vet staticcheck go-test postgres chromium swagger events-doc e2e-ui clean fuzz chaos
 
 ## dev: run taskerd on a private PostgreSQL under ./.taskerd/pg (Ctrl-C stops both)
 dev: postgres build
@@ -68,6 +68,22 @@ e2e-ui: postgres chromium
 bench: postgres build
 	mkdir -p docs/bench
 	./bin/taskerd bench --json docs/bench/latest.json --cpuprofile docs/bench/cpu.prof
+
+## fuzz: every fuzz target (found by go test -list) for FUZZTIME each, e.g. make fuzz FUZZTIME=5m;
+## a crash is written to the target's testdata/fuzz folder (check it in: it becomes a seed)
+FUZZTIME         ?= 30s
+FUZZMINIMIZETIME ?= 5s
+fuzz: postgres
+	GO=$(GO) FUZZMINIMIZETIME=$(FUZZMINIMIZETIME) ./scripts/fuzz.sh $(FUZZTIME)
+
+## chaos: 500 tasks x 10 steps on three replicas, one killed with SIGKILL every ~2 s (20 kills) and
+## every database session terminated 5 times; prints the figures (make test runs 50 tasks, 2 kills, 1 cut)
+CHAOS_TASKS ?= 500
+CHAOS_KILLS ?= 20
+CHAOS_CONNECTION_KILLS ?= 5
+chaos: postgres
+	TASKER_CHAOS_TASKS=$(CHAOS_TASKS) TASKER_CHAOS_KILLS=$(CHAOS_KILLS) TASKER_CHAOS_CONNECTION_KILLS=$(CHAOS_CONNECTION_KILLS) \
+		$(GO) test -count=1 -timeout 30m -v -run '^TestChaos$$' ./cmd/taskerd/
 
 clean:
 	rm -rf bin

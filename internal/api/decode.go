@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -64,7 +65,117 @@ func DecodeJSON(r *http.Request, dst any) error {
 		off := len(body) - len(rest)
 		return BadRequest(fmt.Sprintf("unexpected data after the JSON value at %s; send exactly one value", position(body, off)))
 	}
+	// encoding/json accepts escapes that PostgreSQL refuses to store (in
+	// text and in jsonb alike); found here, they are the client's 400
+	// rather than a failed INSERT's 500.
+	if off, why := unstorableEscape(body[:end]); off >= 0 {
+		return BadRequest(fmt.Sprintf("request body holds %s at %s", why, position(body, off)))
+	}
+	// encoding/json keeps the last of duplicate keys, other parsers the
+	// first: a proxy that checked one value while taskerd used the other
+	// is how such differences become holes. A key appears once per object.
+	if ptr, key, found := duplicateKey(body[:end]); found {
+		msg := fmt.Sprintf("duplicate key %q: a key may appear once per object", key)
+		return BadRequest(fmt.Sprintf("%s, at %s", msg, ptr), FieldError{Pointer: ptr, Detail: msg})
+	}
 	return nil
+}
+
+// duplicateKey finds the first key that repeats within one object of a
+// well-formed document, and its pointer.
+func duplicateKey(body []byte) (ptr, key string, found bool) {
+	type frame struct {
+		keys    map[string]struct{} // nil for an array
+		wantKey bool
+		seg     string // the member or element being read, for the pointer
+		index   int
+	}
+	var stack []frame
+	valueDone := func() {
+		if n := len(stack); n > 0 {
+			if stack[n-1].keys != nil {
+				stack[n-1].wantKey = true
+			} else {
+				stack[n-1].index++
+			}
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return "", "", false
+		}
+		n := len(stack)
+		if d, ok := tok.(json.Delim); ok && (d == '}' || d == ']') {
+			stack = stack[:n-1]
+			valueDone()
+			continue
+		}
+		if n > 0 && stack[n-1].keys != nil && stack[n-1].wantKey {
+			k, _ := tok.(string)
+			if _, dup := stack[n-1].keys[k]; dup {
+				path := make([]string, 0, n)
+				for _, f := range stack[:n-1] {
+					path = append(path, f.seg)
+				}
+				return pointerOf(append(path, k)), k, true
+			}
+			stack[n-1].keys[k] = struct{}{}
+			stack[n-1].wantKey, stack[n-1].seg = false, k
+			continue
+		}
+		if n > 0 && stack[n-1].keys == nil {
+			stack[n-1].seg = strconv.Itoa(stack[n-1].index)
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, frame{keys: map[string]struct{}{}, wantKey: true})
+		case json.Delim('['):
+			stack = append(stack, frame{})
+		default:
+			valueDone()
+		}
+	}
+}
+
+// unstorableEscape finds the first \u escape of a well-formed document
+// that PostgreSQL cannot store: \u0000 (text has no NUL) and a UTF-16
+// surrogate without its pair (not a character at all). It returns the
+// escape's offset and what it is, or -1.
+func unstorableEscape(body []byte) (int, string) {
+	hex4 := func(i int) (rune, bool) {
+		if i+6 > len(body) || body[i] != '\\' || body[i+1] != 'u' {
+			return 0, false
+		}
+		n, err := strconv.ParseUint(string(body[i+2:i+6]), 16, 32)
+		return rune(n), err == nil
+	}
+	for i := 0; i < len(body); i++ {
+		if body[i] != '\\' {
+			continue
+		}
+		r, ok := hex4(i)
+		if !ok {
+			i++ // a two-byte escape such as \\ or \": skip what it escapes
+			continue
+		}
+		switch {
+		case r == 0:
+			return i, "the escape \\u0000 (a NUL character, which cannot be stored)"
+		case utf16.IsSurrogate(r) && r < 0xdc00:
+			if lo, ok := hex4(i + 6); ok && lo >= 0xdc00 && lo <= 0xdfff {
+				i += 11 // the pair is one character
+				continue
+			}
+			fallthrough
+		case utf16.IsSurrogate(r):
+			return i, fmt.Sprintf("the escape \\u%04x, half of a UTF-16 surrogate pair without its other half (not a character)", r)
+		}
+		i += 5
+	}
+	return -1, ""
 }
 
 // checkContentType accepts application/json and any +json type. A missing

@@ -132,6 +132,34 @@ func TestDecodeJSON(t *testing.T) {
 			wantStatus: 400, wantType: "bad-request", wantDetail: "not valid UTF-8 at line 1, column 11 (byte offset 10)",
 		},
 		{
+			// PostgreSQL stores neither NUL nor half a surrogate pair, in
+			// text or jsonb: refused here, not by a failing INSERT (500).
+			name: "NUL escape", contentType: "application/json", body: `{"name":"a\u0000b"}`,
+			wantStatus: 400, wantType: "bad-request", wantDetail: `\u0000 (a NUL character, which cannot be stored) at line 1, column 11 (byte offset 10)`,
+		},
+		{
+			name: "NUL escape inside a map of any", contentType: "application/json", body: `{"params":{"k":["\\","\u0000"]}}`,
+			wantStatus: 400, wantType: "bad-request", wantDetail: `\u0000`,
+		},
+		{
+			name: "lone high surrogate", contentType: "application/json", body: `{"name":"\ud800x"}`,
+			wantStatus: 400, wantType: "bad-request", wantDetail: `\ud800, half of a UTF-16 surrogate pair`,
+		},
+		{
+			name: "lone low surrogate", contentType: "application/json", body: `{"params":{"\udc00":1}}`,
+			wantStatus: 400, wantType: "bad-request", wantDetail: `\udc00`,
+		},
+		{name: "surrogate pair", contentType: "application/json", body: `{"name":"\ud83d\ude00 \\u0000 \u00e9"}`, wantStatus: 200},
+		{
+			name: "duplicate key", contentType: "application/json", body: `{"name":"a","priority":1,"name":"b"}`,
+			wantStatus: 400, wantType: "bad-request", wantDetail: `duplicate key "name"`, wantPointer: "/name",
+		},
+		{
+			name: "duplicate key deep inside", contentType: "application/json", body: `{"params":{"x":[{},{"a":1,"b":{},"a":2}]}}`,
+			wantStatus: 400, wantType: "bad-request", wantDetail: `duplicate key "a"`, wantPointer: "/params/x/1/a",
+		},
+		{name: "same key in sibling objects", contentType: "application/json", body: `{"params":{"x":[{"a":1},{"a":2}],"y":{"a":3}}}`, wantStatus: 200},
+		{
 			name: "unknown top-level field", contentType: "application/json", body: `{"name":"a","nmae":"b"}`,
 			wantStatus: 422, wantType: "validation-failed", wantDetail: `unknown field "nmae" at /nmae`,
 			wantPointer: "/nmae", wantFieldText: `unknown field "nmae"`,

@@ -76,6 +76,12 @@ func decodeDocument(data []byte, format Format, errs *errorList) (*docTemplate, 
 		errs.add("", fmt.Sprintf("a template must be an object, got %s", jsonKind(tree)))
 		return nil, false
 	}
+	// PostgreSQL stores no NUL character, in text or jsonb: refused here,
+	// with its place, rather than by the INSERT of the registration.
+	if ptr, found := nulString(tree, ""); found {
+		errs.add(ptr, "holds a NUL character (\\u0000, \\0 in YAML), which cannot be stored")
+		return nil, false
+	}
 	tree = checkShape(tree, reflect.TypeFor[docTemplate](), "", errs)
 	// The tree now matches docTemplate, so this decode cannot fail on types.
 	b, err := json.Marshal(tree)
@@ -89,6 +95,32 @@ func decodeDocument(data []byte, format Format, errs *errorList) (*docTemplate, 
 		return nil, false
 	}
 	return &doc, true
+}
+
+// nulString finds the first key or string value of a parsed document
+// that holds a NUL character, and its pointer.
+func nulString(v any, ptr string) (string, bool) {
+	switch v := v.(type) {
+	case string:
+		return ptr, strings.IndexByte(v, 0) >= 0
+	case map[string]any:
+		for _, k := range sortedKeys(v) {
+			p := ptr + "/" + escapePointer(k)
+			if strings.IndexByte(k, 0) >= 0 {
+				return p, true
+			}
+			if p, found := nulString(v[k], p); found {
+				return p, true
+			}
+		}
+	case []any:
+		for i, e := range v {
+			if p, found := nulString(e, ptr+"/"+strconv.Itoa(i)); found {
+				return p, true
+			}
+		}
+	}
+	return "", false
 }
 
 func parseJSON(data []byte) (any, error) {
