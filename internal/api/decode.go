@@ -13,8 +13,9 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
-	"unicode/utf16"
 	"unicode/utf8"
+
+	"github.com/taskerd/taskerd/internal/jsonb"
 )
 
 // DecodeJSON strictly decodes the JSON request body into dst, which must be
@@ -68,7 +69,7 @@ func DecodeJSON(r *http.Request, dst any) error {
 	// encoding/json accepts escapes that PostgreSQL refuses to store (in
 	// text and in jsonb alike); found here, they are the client's 400
 	// rather than a failed INSERT's 500.
-	if off, why := unstorableEscape(body[:end]); off >= 0 {
+	if off, why := jsonb.Unstorable(body[:end]); off >= 0 {
 		return BadRequest(fmt.Sprintf("request body holds %s at %s", why, position(body, off)))
 	}
 	// encoding/json keeps the last of duplicate keys, other parsers the
@@ -138,44 +139,6 @@ func duplicateKey(body []byte) (ptr, key string, found bool) {
 			valueDone()
 		}
 	}
-}
-
-// unstorableEscape finds the first \u escape of a well-formed document
-// that PostgreSQL cannot store: \u0000 (text has no NUL) and a UTF-16
-// surrogate without its pair (not a character at all). It returns the
-// escape's offset and what it is, or -1.
-func unstorableEscape(body []byte) (int, string) {
-	hex4 := func(i int) (rune, bool) {
-		if i+6 > len(body) || body[i] != '\\' || body[i+1] != 'u' {
-			return 0, false
-		}
-		n, err := strconv.ParseUint(string(body[i+2:i+6]), 16, 32)
-		return rune(n), err == nil
-	}
-	for i := 0; i < len(body); i++ {
-		if body[i] != '\\' {
-			continue
-		}
-		r, ok := hex4(i)
-		if !ok {
-			i++ // a two-byte escape such as \\ or \": skip what it escapes
-			continue
-		}
-		switch {
-		case r == 0:
-			return i, "the escape \\u0000 (a NUL character, which cannot be stored)"
-		case utf16.IsSurrogate(r) && r < 0xdc00:
-			if lo, ok := hex4(i + 6); ok && lo >= 0xdc00 && lo <= 0xdfff {
-				i += 11 // the pair is one character
-				continue
-			}
-			fallthrough
-		case utf16.IsSurrogate(r):
-			return i, fmt.Sprintf("the escape \\u%04x, half of a UTF-16 surrogate pair without its other half (not a character)", r)
-		}
-		i += 5
-	}
-	return -1, ""
 }
 
 // checkContentType accepts application/json and any +json type. A missing

@@ -3,7 +3,9 @@ package engine_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -686,5 +688,47 @@ func TestAbruptStopIsTakenOver(t *testing.T) {
 		if !expired {
 			t.Error("no lease_expired transition recorded")
 		}
+	}
+}
+
+// nulKind returns what PostgreSQL cannot store: results with \u0000 (config
+// "results") or an error whose message holds a NUL byte.
+type nulKind struct{}
+
+func (nulKind) Name() string                         { return "nul" }
+func (nulKind) ValidateConfig(json.RawMessage) error { return nil }
+func (nulKind) Handle(_ context.Context, s handler.Step) (json.RawMessage, error) {
+	if string(s.Config) == `{"mode":"results"}` {
+		return json.RawMessage(`{"body":"a\u0000b"}`), nil
+	}
+	return nil, &handler.Error{Err: errors.New("upstream said a\x00b"), Retryable: false}
+}
+
+// TestUnstorableOutcomesFailOnlyTheirStep checks that a handler's results
+// or error that PostgreSQL cannot store fail that step with a clear error,
+// and never the flush that carries its neighbours' completions.
+func TestUnstorableOutcomesFailOnlyTheirStep(t *testing.T) {
+	t.Parallel()
+	e := setup(t, nulKind{})
+	eng := e.engine()
+	e.register("nul", "mixed",
+		step{name: "ok1", handler: "record"},
+		step{name: "bad_results", handler: "nul", config: `{"mode":"results"}`},
+		step{name: "bad_error", handler: "nul", config: `{"mode":"error"}`},
+		step{name: "ok2", handler: "record"})
+	id := e.create(eng, "nul", "mixed")
+	v := e.wait(id, "error", 30*time.Second)
+	for _, n := range []string{"ok1", "ok2"} {
+		if st := stepByName(v, n); st.Status != "complete" {
+			t.Errorf("%s: %s, want complete", n, st.Status)
+		}
+	}
+	br := stepByName(v, "bad_results")
+	if br.Status != "error" || !strings.Contains(string(br.LastError), `\\u0000`) {
+		t.Errorf("bad_results: %s, last error %s", br.Status, br.LastError)
+	}
+	be := stepByName(v, "bad_error")
+	if be.Status != "error" || !strings.Contains(string(be.LastError), "upstream said a") {
+		t.Errorf("bad_error: %s, last error %s", be.Status, be.LastError)
 	}
 }

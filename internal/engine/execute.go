@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/taskerd/taskerd/internal/handler"
+	"github.com/taskerd/taskerd/internal/jsonb"
 	"github.com/taskerd/taskerd/internal/registry"
 	"github.com/taskerd/taskerd/internal/store"
 )
@@ -174,6 +176,9 @@ func (e *Engine) handled(hctx context.Context, ref store.StepRef, tmpl *registry
 	if !json.Valid(results) {
 		return e.failure(ref, tmpl, errors.New("results are not valid JSON"), false, 0)
 	}
+	if off, why := jsonb.Unstorable(results); off >= 0 {
+		return e.failure(ref, tmpl, fmt.Errorf("results hold %s at byte %d", why, off), false, 0)
+	}
 	return outcome{ref: ref, results: results}
 }
 
@@ -188,7 +193,9 @@ func (e *Engine) failure(ref store.StepRef, tmpl *registry.StepTemplate, err err
 			b.Max = time.Duration(tmpl.Backoff.Max)
 		}
 	}
-	body := map[string]any{"message": err.Error(), "attempt": ref.Attempt, "retryable": retryable}
+	// A NUL in a message (a response body quoted in an error) would make
+	// the error document unstorable, and with it the whole flush.
+	body := map[string]any{"message": strings.ReplaceAll(err.Error(), "\x00", "\uFFFD"), "attempt": ref.Attempt, "retryable": retryable}
 	if retryAfter > 0 {
 		body["retry_after_seconds"] = retryAfter.Seconds()
 	}

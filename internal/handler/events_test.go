@@ -30,6 +30,9 @@ func TestEventRecorder(t *testing.T) {
 	if err := rec.Emit("order.charged", json.RawMessage(`{"broken"`)); err == nil {
 		t.Error("invalid JSON accepted")
 	}
+	if err := rec.Emit("order.charged", json.RawMessage(`{"note":"a\u0000b"}`)); err == nil || !strings.Contains(err.Error(), `\u0000`) {
+		t.Fatalf("a payload PostgreSQL cannot store: %v", err)
+	}
 	if err := rec.Emit("order.charged", json.RawMessage(`"`+strings.Repeat("x", handler.MaxCustomEventPayload)+`"`)); err == nil {
 		t.Error("an oversized payload accepted")
 	}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/taskerd/taskerd/internal/jsonb"
 )
 
 // Kind runs the steps whose template names it.
@@ -154,6 +155,9 @@ func (r *EventRecorder) Emit(name string, payload json.RawMessage) error {
 	}
 	if !json.Valid(payload) {
 		return fmt.Errorf("custom event %q: payload is not valid JSON", name)
+	}
+	if off, why := jsonb.Unstorable(payload); off >= 0 {
+		return fmt.Errorf("custom event %q: payload holds %s at byte %d", name, why, off)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
