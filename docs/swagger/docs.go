@@ -1118,6 +1118,158 @@ const docTemplate = `{
                 "x-permission": "tasker.task:create"
             }
         },
+        "/tasks/bulk/cancel": {
+            "post": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Cancels the tasks a filter (the filters of GET /tasks, at least one, at most 10,000 matching tasks) or a list of ids (at most 1,000) selects, exactly one of the two, each as DELETE /tasks/{task_id} would: same transitions with the caller as actor, same events and webhooks. Tasks that are pending, in_progress or in error are cancelled; the others (complete, resolved_manually, cancelled) are skipped and counted by state — the admin override that cancels a complete task is single-task only. Work proceeds in batches of 100 tasks, each its own transaction; if one fails, the batches before it stay done, and repeating the call is safe. A caller scoped to some namespaces acts only in them; ids elsewhere count as not_found. Permission: tasker.task:cancel.",
+                "consumes": [
+                    "application/json"
+                ],
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "tasks"
+                ],
+                "summary": "Cancel many tasks",
+                "parameters": [
+                    {
+                        "description": "filter or task_ids",
+                        "name": "selection",
+                        "in": "body",
+                        "required": true,
+                        "schema": {
+                            "$ref": "#/definitions/api.BulkTaskRequest"
+                        }
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "schema": {
+                            "$ref": "#/definitions/api.BulkCancelResponse"
+                        }
+                    },
+                    "400": {
+                        "description": "Malformed JSON or query",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "413": {
+                        "description": "Body too large",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "415": {
+                        "description": "Not JSON",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "422": {
+                        "description": "Both or neither of filter and task_ids, an empty filter, bad ids or states, too many ids, or a filter matching too many tasks",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    }
+                },
+                "x-permission": "tasker.task:cancel"
+            }
+        },
+        "/tasks/bulk/retry": {
+            "post": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Retries the tasks a filter (the filters of GET /tasks, at least one, at most 10,000 matching tasks) or a list of ids (at most 1,000) selects, exactly one of the two, each as POST /tasks/{task_id}/retry would: every failed step back to pending with a fresh retry budget, same transitions with the caller as actor, same events and webhooks. Tasks in error are retried; the others are skipped and counted by state. Work proceeds in batches of 100 tasks, each its own transaction; if one fails, the batches before it stay done, and repeating the call is safe. A caller scoped to some namespaces acts only in them; ids elsewhere count as not_found. Permission: tasker.task:retry.",
+                "consumes": [
+                    "application/json"
+                ],
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "tasks"
+                ],
+                "summary": "Retry many failed tasks",
+                "parameters": [
+                    {
+                        "description": "filter or task_ids",
+                        "name": "selection",
+                        "in": "body",
+                        "required": true,
+                        "schema": {
+                            "$ref": "#/definitions/api.BulkTaskRequest"
+                        }
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "schema": {
+                            "$ref": "#/definitions/api.BulkRetryResponse"
+                        }
+                    },
+                    "400": {
+                        "description": "Malformed JSON or query",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "413": {
+                        "description": "Body too large",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "415": {
+                        "description": "Not JSON",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "422": {
+                        "description": "Both or neither of filter and task_ids, an empty filter, bad ids or states, too many ids, or a filter matching too many tasks",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    }
+                },
+                "x-permission": "tasker.task:retry"
+            }
+        },
         "/tasks/{task_id}": {
             "get": {
                 "security": [
@@ -2987,6 +3139,167 @@ const docTemplate = `{
                     "items": {
                         "$ref": "#/definitions/api.SlowTask"
                     }
+                }
+            }
+        },
+        "api.BulkCancelResponse": {
+            "type": "object",
+            "properties": {
+                "cancelled": {
+                    "description": "Cancelled is how many of them were cancelled.",
+                    "type": "integer",
+                    "example": 990
+                },
+                "matched": {
+                    "description": "Matched is how many tasks the filter or the ids selected.",
+                    "type": "integer",
+                    "example": 1000
+                },
+                "not_found": {
+                    "description": "NotFound counts ids of no task (or of another namespace's), and\ntasks deleted between selection and action.",
+                    "type": "integer",
+                    "example": 0
+                },
+                "skipped": {
+                    "description": "Skipped is how many were left as they were: their state was not\npending, in_progress or error.",
+                    "type": "integer",
+                    "example": 10
+                },
+                "skipped_by_state": {
+                    "description": "SkippedByState splits skipped by the state the tasks were in.",
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "integer"
+                    },
+                    "example": {
+                        "complete": 10
+                    }
+                }
+            }
+        },
+        "api.BulkRetryResponse": {
+            "type": "object",
+            "properties": {
+                "matched": {
+                    "description": "Matched is how many tasks the filter or the ids selected.",
+                    "type": "integer",
+                    "example": 25
+                },
+                "not_found": {
+                    "description": "NotFound counts ids of no task (or of another namespace's), and\ntasks deleted between selection and action.",
+                    "type": "integer",
+                    "example": 0
+                },
+                "retried": {
+                    "description": "Retried is how many of them were retried.",
+                    "type": "integer",
+                    "example": 20
+                },
+                "skipped": {
+                    "description": "Skipped is how many were left as they were: they were not in error.",
+                    "type": "integer",
+                    "example": 5
+                },
+                "skipped_by_state": {
+                    "description": "SkippedByState splits skipped by the state the tasks were in.",
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "integer"
+                    },
+                    "example": {
+                        "complete": 5
+                    }
+                }
+            }
+        },
+        "api.BulkTaskFilter": {
+            "type": "object",
+            "properties": {
+                "created_after": {
+                    "description": "CreatedAfter keeps tasks created strictly after this time.",
+                    "type": "string",
+                    "example": "2025-01-01T00:00:00Z"
+                },
+                "created_before": {
+                    "description": "CreatedBefore keeps tasks created strictly before this time.",
+                    "type": "string",
+                    "example": "2025-01-31T00:00:00Z"
+                },
+                "initiator": {
+                    "description": "Initiator of the task.",
+                    "type": "string",
+                    "example": "web"
+                },
+                "name": {
+                    "description": "Name of the template.",
+                    "type": "string",
+                    "example": "checkout"
+                },
+                "namespace": {
+                    "description": "Namespace of the template.",
+                    "type": "string",
+                    "example": "shop"
+                },
+                "source_system": {
+                    "description": "SourceSystem of the task.",
+                    "type": "string",
+                    "example": "storefront"
+                },
+                "status": {
+                    "description": "Status keeps tasks in any of these states.",
+                    "type": "array",
+                    "items": {
+                        "type": "string",
+                        "enum": [
+                            "pending",
+                            "in_progress",
+                            "complete",
+                            "error",
+                            "cancelled",
+                            "resolved_manually"
+                        ]
+                    },
+                    "example": [
+                        "error"
+                    ]
+                },
+                "tag": {
+                    "description": "Tag keeps tasks carrying all these tags.",
+                    "type": "array",
+                    "items": {
+                        "type": "string"
+                    },
+                    "example": [
+                        "vip"
+                    ]
+                },
+                "version": {
+                    "description": "Version of the template.",
+                    "type": "string",
+                    "example": "1.0.0"
+                }
+            }
+        },
+        "api.BulkTaskRequest": {
+            "type": "object",
+            "properties": {
+                "filter": {
+                    "description": "Filter selects tasks as GET /tasks does, within the caller's\nnamespaces; at least one criterion, at most 10,000 matching tasks.",
+                    "allOf": [
+                        {
+                            "$ref": "#/definitions/api.BulkTaskFilter"
+                        }
+                    ]
+                },
+                "task_ids": {
+                    "description": "TaskIDs names the tasks, at most 1,000 (a repeated id counts once).\nIds of no task, or of a task outside the caller's namespaces, count\nas not_found and are never touched.",
+                    "type": "array",
+                    "items": {
+                        "type": "string"
+                    },
+                    "example": [
+                        "0190f8c4-5a8b-7c3e-9b1a-2f4e6d8c0a1b"
+                    ]
                 }
             }
         },

@@ -228,6 +228,11 @@ func (s *authServer) matrixCases() map[string]func() routeCase {
 	}
 	newPay := func() string { return s.newTask("payments") }
 	failedTask := func() string { id, _ := s.failed(); return id }
+	// A bulk action names one task of payments: the caller elsewhere gets
+	// 200 with it counted as not found, the right one acts on it.
+	bulk := func(f func() string, path string) func() routeCase {
+		return func() routeCase { return routeCase{path, fmt.Sprintf(`{"task_ids":[%q]}`, f()), 200} }
+	}
 	remote := func(suffix, body string) func() routeCase {
 		return func() routeCase { _, stepID := s.claimed(); return routeCase{"/steps/" + stepID + suffix, body, 200} }
 	}
@@ -267,6 +272,8 @@ func (s *authServer) matrixCases() map[string]func() routeCase {
 		"PATCH /tasks/{task_id}":                                 task(newPay, "", `{"reason":"customer called"}`, 200),
 		"DELETE /tasks/{task_id}":                                task(newPay, "", "", 200),
 		"POST /tasks/{task_id}/retry":                            task(failedTask, "/retry", "", 200),
+		"POST /tasks/bulk/cancel":                                bulk(newPay, "/tasks/bulk/cancel"),
+		"POST /tasks/bulk/retry":                                 bulk(failedTask, "/tasks/bulk/retry"),
 		"POST /tasks/{task_id}/resolve":                          task(failedTask, "/resolve", "", 200),
 		"GET /tasks/{task_id}/diagram":                           task(newPay, "/diagram", "", 200),
 		"GET /tasks/{task_id}/transitions":                       task(newPay, "/transitions", "", 200),

@@ -111,6 +111,10 @@ func routeTable(cfg Config, logger *slog.Logger) []Route {
 		th := &taskHandlers{engine: cfg.Engine, store: cfg.Store, registry: cfg.Registry, logger: logger}
 		if cfg.Store != nil {
 			add(http.MethodGet, "/tasks", Access{Permission: auth.TaskIndex}, th.list) // filtered by scope in SQL
+			// Bulk actions select their tasks within the caller's scope in
+			// SQL, as the list does (tasks_bulk.go).
+			add(http.MethodPost, "/tasks/bulk/cancel", Access{Permission: auth.TaskCancel, Audit: true}, th.bulkCancel)
+			add(http.MethodPost, "/tasks/bulk/retry", Access{Permission: auth.TaskRetry, Audit: true}, th.bulkRetry)
 		}
 		// The namespace of a new task is in its body: create checks it.
 		add(http.MethodPost, "/tasks", Access{Permission: auth.TaskCreate, Audit: true}, th.create)

@@ -130,54 +130,66 @@ func reopen(ctx context.Context, tx pgx.Tx, a Action, status, reason string, cha
 // Tasks already cancelled cannot be cancelled again.
 func (s *Store) CancelTask(ctx context.Context, a Action) ([]Change, error) {
 	return s.action(ctx, "cancel task", a, func(tx pgx.Tx, status string) ([]Change, error) {
-		if status == "cancelled" {
-			return nil, keep(&StateError{Resource: "task", Action: "cancel", State: status})
-		}
-		var changes []Change
-		rows, err := tx.Query(ctx, taskCancelStepsSQL, a.TaskID, meta("task_cancelled"), nullable(a.Actor))
-		if err != nil {
-			return nil, err
-		}
-		for rows.Next() {
-			c := Change{TaskID: a.TaskID, To: "cancelled", Reason: "task_cancelled"}
-			if err := rows.Scan(&c.StepID, &c.From, &c.Attempt); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			changes = append(changes, c)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, err
-		}
-		if err := moveTask(ctx, tx, a, status, "cancelled", "cancelled", &changes); err != nil {
-			return nil, err
-		}
-		if err := cancelSubtasksOfTask(ctx, tx, a, &changes); err != nil { // subtask.go
-			return nil, err
-		}
-		if _, err := tx.Exec(ctx, notifySQL, a.CancelChannel, a.TaskID.String()); err != nil {
-			return nil, err
-		}
-		return changes, nil
+		return cancelLockedTask(ctx, tx, a, status)
 	})
+}
+
+// cancelLockedTask is CancelTask on a task already locked in tx, whose
+// status is status; bulk cancel (bulk.go) runs it for each task of a batch.
+func cancelLockedTask(ctx context.Context, tx pgx.Tx, a Action, status string) ([]Change, error) {
+	if status == "cancelled" {
+		return nil, keep(&StateError{Resource: "task", Action: "cancel", State: status})
+	}
+	var changes []Change
+	rows, err := tx.Query(ctx, taskCancelStepsSQL, a.TaskID, meta("task_cancelled"), nullable(a.Actor))
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		c := Change{TaskID: a.TaskID, To: "cancelled", Reason: "task_cancelled"}
+		if err := rows.Scan(&c.StepID, &c.From, &c.Attempt); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		changes = append(changes, c)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if err := moveTask(ctx, tx, a, status, "cancelled", "cancelled", &changes); err != nil {
+		return nil, err
+	}
+	if err := cancelSubtasksOfTask(ctx, tx, a, &changes); err != nil { // subtask.go
+		return nil, err
+	}
+	if _, err := tx.Exec(ctx, notifySQL, a.CancelChannel, a.TaskID.String()); err != nil {
+		return nil, err
+	}
+	return changes, nil
 }
 
 // RetryTask puts a failed task's failed steps back to pending.
 func (s *Store) RetryTask(ctx context.Context, a Action) ([]Change, error) {
 	return s.action(ctx, "retry task", a, func(tx pgx.Tx, status string) ([]Change, error) {
-		if status != "error" {
-			return nil, keep(&StateError{Resource: "task", Action: "retry", State: status})
-		}
-		var changes []Change
-		if err := retryFailed(ctx, tx, a, nil, &changes); err != nil {
-			return nil, err
-		}
-		if err := moveTask(ctx, tx, a, "error", "pending", "retry_requested", &changes); err != nil {
-			return nil, err
-		}
-		return changes, nil
+		return retryLockedTask(ctx, tx, a, status)
 	})
+}
+
+// retryLockedTask is RetryTask on a task already locked in tx, whose
+// status is status; bulk retry (bulk.go) runs it for each task of a batch.
+func retryLockedTask(ctx context.Context, tx pgx.Tx, a Action, status string) ([]Change, error) {
+	if status != "error" {
+		return nil, keep(&StateError{Resource: "task", Action: "retry", State: status})
+	}
+	var changes []Change
+	if err := retryFailed(ctx, tx, a, nil, &changes); err != nil {
+		return nil, err
+	}
+	if err := moveTask(ctx, tx, a, "error", "pending", "retry_requested", &changes); err != nil {
+		return nil, err
+	}
+	return changes, nil
 }
 
 func retryFailed(ctx context.Context, tx pgx.Tx, a Action, stepID *uuid.UUID, changes *[]Change) error {
