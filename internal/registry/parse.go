@@ -10,6 +10,7 @@ import (
 	"mime"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -100,27 +101,40 @@ func decodeDocument(data []byte, format Format, errs *errorList) (*docTemplate, 
 // nulString finds the first key or string value of a parsed document
 // that holds a NUL character, and its pointer.
 func nulString(v any, ptr string) (string, bool) {
+	path, found := nulPath(v)
+	if !found {
+		return "", false
+	}
+	for _, tok := range slices.Backward(path) {
+		ptr += "/" + tok
+	}
+	return ptr, true
+}
+
+// nulPath finds a NUL in v and returns the pointer's tokens, innermost
+// first; they are only built on the way out of a find, so a large
+// template without a NUL costs one walk and no string building.
+func nulPath(v any) ([]string, bool) {
 	switch v := v.(type) {
 	case string:
-		return ptr, strings.IndexByte(v, 0) >= 0
+		return nil, strings.IndexByte(v, 0) >= 0
 	case map[string]any:
 		for _, k := range sortedKeys(v) {
-			p := ptr + "/" + escapePointer(k)
 			if strings.IndexByte(k, 0) >= 0 {
-				return p, true
+				return []string{escapePointer(k)}, true
 			}
-			if p, found := nulString(v[k], p); found {
-				return p, true
+			if p, found := nulPath(v[k]); found {
+				return append(p, escapePointer(k)), true
 			}
 		}
 	case []any:
 		for i, e := range v {
-			if p, found := nulString(e, ptr+"/"+strconv.Itoa(i)); found {
-				return p, true
+			if p, found := nulPath(e); found {
+				return append(p, strconv.Itoa(i)), true
 			}
 		}
 	}
-	return "", false
+	return nil, false
 }
 
 func parseJSON(data []byte) (any, error) {
@@ -416,6 +430,6 @@ func jsonKind(v any) string {
 }
 
 // escapePointer escapes one reference token per RFC 6901.
-func escapePointer(s string) string {
-	return strings.NewReplacer("~", "~0", "/", "~1").Replace(s)
-}
+func escapePointer(s string) string { return pointerEscaper.Replace(s) }
+
+var pointerEscaper = strings.NewReplacer("~", "~0", "/", "~1")
