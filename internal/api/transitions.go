@@ -29,7 +29,7 @@ type transitionCursorKey struct {
 }
 
 func (k transitionCursorKey) valid() error {
-	if k.T == nil || k.ID <= 0 || (k.Kind != 0 && k.Kind != 1) {
+	if k.T == nil || k.ID <= 0 || k.Kind < 0 || k.Kind > 2 {
 		return errEmptyKey
 	}
 	return nil

@@ -172,7 +172,8 @@ func (s *Store) ListTasks(ctx context.Context, p TaskListParams) ([]Task, error)
 // TransitionKey is the position of a transition in a task's history.
 type TransitionKey struct {
 	CreatedAt time.Time
-	// Kind is 0 for the task's own transitions, 1 for its steps'.
+	// Kind is 0 for the task's own transitions, 1 for its steps', 2 for
+	// the task's own into a final state (ordered after its steps' changes).
 	Kind int
 	ID   int64
 }

@@ -1,12 +1,15 @@
 -- One page of a task's transitions and its steps', oldest first, for
 -- GET /tasker/tasks/{task_id}/transitions ($2: one step's only). The order
 -- (created_at, kind, id) is total: kind 0 is the task's own table, 1 the
--- steps', and ids are unique within each. A cursor ($3, $4, $5) resumes
+-- steps', 2 the task's own again for a final state (so that within one
+-- transaction the task ends after the step changes that ended it), and ids
+-- are unique within each table. A cursor ($3, $4, $5) resumes
 -- strictly after the row it names. A step's in_progress → error → pending
 -- written in one transaction share created_at, so id keeps them in order.
 WITH tr AS (
   SELECT NULL::uuid AS step_id, NULL::text AS step_name, x.from_state, x.to_state, x.metadata,
-         coalesce(x.actor, '') AS actor, x.created_at, x.task_transition_id AS id, 0 AS kind
+         coalesce(x.actor, '') AS actor, x.created_at, x.task_transition_id AS id,
+         CASE WHEN x.to_state IN ('complete', 'error', 'cancelled', 'resolved_manually') THEN 2 ELSE 0 END AS kind
   FROM task_transitions x
   WHERE x.task_id = $1 AND $2::uuid IS NULL
   UNION ALL
