@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"path"
 	"strings"
+	"sync"
 
 	"github.com/go-chi/chi/v5"
 	swaggerFiles "github.com/swaggo/files/v2"
@@ -87,6 +88,11 @@ func (d *apiDocs) redirect(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, target, http.StatusMovedPermanently)
 }
 
+// readSpec renders the generated spec once: swag.ReadDoc writes to the
+// shared spec while it renders (a data race between concurrent requests),
+// and the spec cannot change while the binary runs.
+var readSpec = sync.OnceValues(func() (string, error) { return swag.ReadDoc() })
+
 // serve answers the UI page, its assets and the spec; anything else under
 // /api-docs/ is a 404 problem, like every other unknown path.
 func (d *apiDocs) serve(w http.ResponseWriter, r *http.Request) {
@@ -95,7 +101,7 @@ func (d *apiDocs) serve(w http.ResponseWriter, r *http.Request) {
 	case name == "" || name == "index.html":
 		d.delegate(w, r, "index.html")
 	case name == "doc.json":
-		doc, err := swag.ReadDoc()
+		doc, err := readSpec()
 		if err != nil {
 			WriteError(w, r, d.logger, err)
 			return

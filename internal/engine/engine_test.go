@@ -311,6 +311,13 @@ func checkOrder(t *testing.T, v *engine.TaskView) {
 			}
 		}
 	}
+	// A finished task's own final transition comes last in the listing,
+	// after the step changes that ended it (written in the same flush).
+	if n := len(v.Transitions); n > 0 && (v.Task.Status == "complete" || v.Task.Status == "error") {
+		if last := v.Transitions[n-1]; last.StepID != nil || last.To != v.Task.Status {
+			t.Errorf("last transition is %v → %s of step %v, want the task's → %s", last.From, last.To, last.StepID, v.Task.Status)
+		}
+	}
 }
 
 func TestShapesComplete(t *testing.T) {
