@@ -56,6 +56,26 @@ func TestQuickRun(t *testing.T) {
 	}
 }
 
+// The retention workload (named only) shrinks a filled database to exactly
+// its retained set while a load runs; its quick form keeps it honest.
+func TestQuickRetention(t *testing.T) {
+	t.Parallel()
+	rep, err := bench.Run(context.Background(), bench.Config{AdminURL: testdb.AdminURL(t), Quick: true, Workload: "retention"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range rep.Figures {
+		if f.Workload != "retention" {
+			t.Errorf("a named workload ran another: %+v", f)
+		}
+		got[f.Metric] = f.Value
+	}
+	if got["expired_tasks_deleted"] != 2000 || got["shrink_seconds"] <= 0 || got["ready_to_start_max_ms"] < got["ready_to_start_p99_ms"] {
+		t.Fatalf("figures: %v", got)
+	}
+}
+
 func TestUnknownWorkload(t *testing.T) {
 	t.Parallel()
 	if _, err := bench.Run(context.Background(), bench.Config{Workload: "nope"}); err == nil || !strings.Contains(err.Error(), "unknown workload") {

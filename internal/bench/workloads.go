@@ -248,7 +248,7 @@ func (r *runner) latency(ctx context.Context) ([]Figure, error) {
 	}
 	var pct []float64
 	var steps int
-	if err := conn.QueryRow(ctx, readyToStartSQL).Scan(&pct, &steps); err != nil {
+	if err := conn.QueryRow(ctx, readyToStartSQL, "").Scan(&pct, &steps); err != nil {
 		return nil, err
 	}
 	var task []float64

@@ -47,6 +47,10 @@ type Config struct {
 	LeaderTTL             time.Duration
 	RetentionCompleted    time.Duration
 	RetentionFailed       time.Duration
+	RetentionAudit        time.Duration
+	RetentionDeliveries   time.Duration
+	RetentionWorkers      time.Duration
+	Archive               string
 	PollInterval          time.Duration
 	MaxResultBytes        int
 	HTTPDenyCIDRs         []netip.Prefix
@@ -210,6 +214,17 @@ var Settings = []Setting{
 		set: func(c *Config, v string) error { return retention(&c.RetentionCompleted, v) }},
 	{Flag: "retention-failed", Env: "TASKER_RETENTION_FAILED", Default: "2160h", Usage: "keep tasks in error this long after they failed (0: forever)",
 		set: func(c *Config, v string) error { return retention(&c.RetentionFailed, v) }},
+	{Flag: "retention-audit", Env: "TASKER_RETENTION_AUDIT", Default: "8760h", Usage: "keep audit-trail rows this long (0: forever)",
+		set: func(c *Config, v string) error { return retention(&c.RetentionAudit, v) }},
+	{Flag: "retention-webhook-deliveries", Env: "TASKER_RETENTION_WEBHOOK_DELIVERIES", Default: "168h", Usage: "keep finished webhook deliveries (outbox rows and their attempts) this long (0: forever)",
+		set: func(c *Config, v string) error { return retention(&c.RetentionDeliveries, v) }},
+	{Flag: "retention-workers", Env: "TASKER_RETENTION_WORKERS", Default: "24h", Usage: "keep remote workers listed this long after they were last seen (0: forever)",
+		set: func(c *Config, v string) error { return retention(&c.RetentionWorkers, v) }},
+	{Flag: "archive", Env: "TASKER_ARCHIVE", Default: "none", Usage: "none, or table: retention copies tasks with their steps, edges and transitions to the *_archive tables in the transaction that deletes them",
+		set: func(c *Config, v string) error {
+			c.Archive = strings.ToLower(v)
+			return oneOf(c.Archive, "none", "table")
+		}},
 	{Flag: "poll-interval", Env: "TASKER_POLL_INTERVAL", Default: "5s", Usage: "fallback poll for runnable steps when no notification arrives",
 		set: func(c *Config, v string) error { return positiveDuration(&c.PollInterval, v) }},
 	{Flag: "max-result-bytes", Env: "TASKER_MAX_RESULT_BYTES", Default: "1048576", Usage: "largest step results kept; larger fails the step",
@@ -310,6 +325,7 @@ var Server = append([]string{
 	"max-concurrent-steps", "lease-duration", "poll-interval", "max-result-bytes", "replica-id",
 	"http-deny-cidrs", "event-buffer", "webhook-timeout", "webhook-max-attempts", "insecure-no-auth",
 	"maintenance-interval", "leader-ttl", "retention-completed", "retention-failed",
+	"retention-audit", "retention-webhook-deliveries", "retention-workers", "archive",
 }, authSettings...)
 
 // Dev lists the settings of `taskerd dev`: the server's, less the database
@@ -514,7 +530,7 @@ func retention(dst *time.Duration, v string) error {
 		return errors.New("want a duration such as 720h, or 0 for forever")
 	}
 	if d < 0 {
-		return errors.New("must not be negative (0 keeps tasks forever)")
+		return errors.New("must not be negative (0 keeps forever)")
 	}
 	if d > 0 && d < time.Minute {
 		return errors.New("must be at least 1m, or 0 for forever")

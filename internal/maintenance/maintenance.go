@@ -1,7 +1,8 @@
 // Package maintenance keeps a long-running database healthy: retention of
-// finished tasks and old audit rows, and the database-wide gauges that
-// scrapes must not compute. Only the elected leader (package leadership)
-// runs it, once per interval.
+// finished tasks (optionally archived first), old audit rows, finished
+// webhook deliveries and workers long gone, and the database-wide gauges
+// that scrapes must not compute. Only the elected leader (package
+// leadership) runs it, once per interval.
 package maintenance
 
 import (
@@ -20,10 +21,13 @@ import (
 
 // Defaults.
 const (
-	DefaultInterval           = time.Minute
-	DefaultRetentionCompleted = 30 * 24 * time.Hour
-	DefaultRetentionFailed    = 90 * 24 * time.Hour
-	DefaultBatchSize          = 500
+	DefaultInterval            = time.Minute
+	DefaultRetentionCompleted  = 30 * 24 * time.Hour
+	DefaultRetentionFailed     = 90 * 24 * time.Hour
+	DefaultRetentionAudit      = 365 * 24 * time.Hour
+	DefaultRetentionDeliveries = 7 * 24 * time.Hour
+	DefaultRetentionWorkers    = 24 * time.Hour
+	DefaultBatchSize           = 500
 	// A pass stops deleting after this long and goes on at the next
 	// interval: a backlog of millions never holds the leader for long.
 	DefaultPassBudget = 20 * time.Second
@@ -43,6 +47,18 @@ type Config struct {
 	// RetentionFailed keeps tasks in error this long; default 90 days.
 	// Negative keeps them forever.
 	RetentionFailed time.Duration
+	// RetentionAudit keeps audit-trail rows this long; default 1 year.
+	// Negative keeps them forever.
+	RetentionAudit time.Duration
+	// RetentionDeliveries keeps finished webhook deliveries (and their
+	// attempts) this long; default 7 days. Negative keeps them forever.
+	RetentionDeliveries time.Duration
+	// RetentionWorkers keeps remote workers listed this long after they
+	// were last seen; default 1 day. Negative keeps them forever.
+	RetentionWorkers time.Duration
+	// Archive copies tasks with their steps, edges and transitions to the
+	// archive tables in the transaction that deletes them.
+	Archive bool
 	// BatchSize is how many tasks one delete statement removes; default 500.
 	BatchSize int
 	// PassBudget bounds the time one pass spends deleting; default 20 s.
@@ -72,6 +88,9 @@ func New(cfg Config) (*Runner, error) {
 	cfg.Interval = cmp.Or(cfg.Interval, DefaultInterval)
 	cfg.RetentionCompleted = cmp.Or(cfg.RetentionCompleted, DefaultRetentionCompleted)
 	cfg.RetentionFailed = cmp.Or(cfg.RetentionFailed, DefaultRetentionFailed)
+	cfg.RetentionAudit = cmp.Or(cfg.RetentionAudit, DefaultRetentionAudit)
+	cfg.RetentionDeliveries = cmp.Or(cfg.RetentionDeliveries, DefaultRetentionDeliveries)
+	cfg.RetentionWorkers = cmp.Or(cfg.RetentionWorkers, DefaultRetentionWorkers)
 	cfg.BatchSize = cmp.Or(cfg.BatchSize, DefaultBatchSize)
 	cfg.PassBudget = cmp.Or(cfg.PassBudget, DefaultPassBudget)
 	r := &Runner{cfg: cfg, logger: cmp.Or(cfg.Logger, slog.Default()).With(slog.String("component", "maintenance")),
@@ -140,7 +159,34 @@ func (r *Runner) run(ctx context.Context) {
 // Pass runs every maintenance service once (the leader's job; exported for
 // tests and for operators' one-off runs).
 func (r *Runner) Pass(ctx context.Context) {
-	r.service(ctx, "retention", r.retention)
+	// One budget for all the deleting: a backlog of millions never holds
+	// the leader for long, and goes on at the next interval.
+	deadline := time.Now().Add(r.cfg.PassBudget)
+	st := r.cfg.Store
+	tasks := func(statuses ...string) func(context.Context, time.Duration, int) (int64, error) {
+		return func(ctx context.Context, keep time.Duration, n int) (int64, error) {
+			return st.DeleteFinishedTasks(ctx, statuses, keep, n, r.cfg.Archive)
+		}
+	}
+	r.service(ctx, "retention", func(ctx context.Context) error {
+		return errors.Join(
+			r.prune(ctx, deadline, "completed_tasks", r.cfg.RetentionCompleted, tasks("complete", "cancelled", "resolved_manually")),
+			r.prune(ctx, deadline, "failed_tasks", r.cfg.RetentionFailed, tasks("error")))
+	})
+	r.service(ctx, "audit", func(ctx context.Context) error {
+		return r.prune(ctx, deadline, "audit_events", r.cfg.RetentionAudit, st.DeleteAuditEvents)
+	})
+	r.service(ctx, "webhook_deliveries", func(ctx context.Context) error {
+		return r.prune(ctx, deadline, "webhook_deliveries", r.cfg.RetentionDeliveries,
+			func(ctx context.Context, keep time.Duration, n int) (int64, error) {
+				return st.PurgeDeliveries(ctx, time.Now().Add(-keep), n)
+			})
+	})
+	r.service(ctx, "workers", func(ctx context.Context) error {
+		// Workers are few: one statement takes them all.
+		return r.prune(ctx, deadline, "workers", r.cfg.RetentionWorkers,
+			func(ctx context.Context, keep time.Duration, _ int) (int64, error) { return st.PruneWorkers(ctx, keep) })
+	})
 	r.service(ctx, "gauges", r.gauges)
 	select {
 	case r.passes <- struct{}{}:
@@ -162,35 +208,25 @@ func (r *Runner) service(ctx context.Context, name string, fn func(context.Conte
 	r.metrics.duration.WithLabelValues(name).Observe(time.Since(started).Seconds())
 }
 
-// retention deletes finished tasks past their retention, oldest first, in
-// batches (each its own short transaction), until none is left or the
-// pass's budget is spent.
-func (r *Runner) retention(ctx context.Context) error {
-	deadline := time.Now().Add(r.cfg.PassBudget)
-	classes := []struct {
-		label    string
-		statuses []string
-		keep     time.Duration
-	}{
-		{"completed", []string{"complete", "cancelled", "resolved_manually"}, r.cfg.RetentionCompleted},
-		{"failed", []string{"error"}, r.cfg.RetentionFailed},
+// prune deletes what is older than keep in batches (each its own short
+// statement) until none is left or the pass's deadline is reached; a
+// negative keep keeps everything.
+func (r *Runner) prune(ctx context.Context, deadline time.Time, kind string, keep time.Duration,
+	deleteBatch func(ctx context.Context, keep time.Duration, limit int) (int64, error)) error {
+	if keep < 0 {
+		return nil
 	}
-	for _, c := range classes {
-		if c.keep < 0 {
-			continue
+	for time.Now().Before(deadline) {
+		n, err := deleteBatch(ctx, keep, r.cfg.BatchSize)
+		if err != nil {
+			return err
 		}
-		for time.Now().Before(deadline) {
-			n, err := r.cfg.Store.DeleteFinishedTasks(ctx, c.statuses, c.keep, r.cfg.BatchSize)
-			if err != nil {
-				return err
-			}
-			r.metrics.deleted.WithLabelValues(c.label).Add(float64(n))
-			if n > 0 {
-				r.logger.InfoContext(ctx, "deleted finished tasks", slog.String("class", c.label), slog.Int64("tasks", n))
-			}
-			if n < int64(r.cfg.BatchSize) {
-				break
-			}
+		r.metrics.deleted.WithLabelValues(kind).Add(float64(n))
+		if n > 0 {
+			r.logger.InfoContext(ctx, "retention deleted rows", slog.String("kind", kind), slog.Int64("rows", n))
+		}
+		if n < int64(r.cfg.BatchSize) {
+			break
 		}
 	}
 	return nil

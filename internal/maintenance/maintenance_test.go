@@ -29,8 +29,9 @@ type bundle struct {
 }
 
 // setup gives a migrated database, a leading elector and a runner whose
-// interval is long: tests call Pass themselves.
-func setup(t *testing.T) *bundle {
+// interval is long: tests call Pass themselves. With archive, retention
+// archives what it deletes.
+func setup(t *testing.T, archive ...bool) *bundle {
 	t.Helper()
 	ctx := context.Background()
 	dsn := testdb.New(t)
@@ -61,7 +62,9 @@ func setup(t *testing.T) *bundle {
 	}
 	b := &bundle{conn: conn, reg: prometheus.NewRegistry()}
 	b.runner, err = maintenance.New(maintenance.Config{Store: s, Elector: e, Interval: time.Hour, BatchSize: 3,
-		RetentionCompleted: 24 * time.Hour, RetentionFailed: 72 * time.Hour, Registerer: b.reg})
+		RetentionCompleted: 24 * time.Hour, RetentionFailed: 72 * time.Hour, RetentionAudit: 48 * time.Hour,
+		RetentionDeliveries: 12 * time.Hour, RetentionWorkers: time.Hour, Archive: len(archive) > 0 && archive[0],
+		Registerer: b.reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,15 +178,176 @@ func TestRetentionDeletesExactlyTheExpiredTasks(t *testing.T) {
 			t.Fatalf("%s = %d, want %d", sql, got, n)
 		}
 	}
+	for _, table := range []string{"tasks_archive", "workflow_steps_archive", "workflow_step_edges_archive",
+		"task_transitions_archive", "workflow_step_transitions_archive"} {
+		if n := b.count(t, `SELECT count(*) FROM `+table); n != 0 {
+			t.Fatalf("%s has %d rows without TASKER_ARCHIVE", table, n)
+		}
+	}
 	deleted := `
-# HELP tasker_retention_deleted_tasks_total Finished tasks deleted by retention, by class (completed, failed).
-# TYPE tasker_retention_deleted_tasks_total counter
-tasker_retention_deleted_tasks_total{class="completed"} 5
-tasker_retention_deleted_tasks_total{class="failed"} 2
+# HELP tasker_retention_deleted_total Rows deleted by retention, by kind (completed_tasks, failed_tasks, audit_events, webhook_deliveries, workers).
+# TYPE tasker_retention_deleted_total counter
+tasker_retention_deleted_total{kind="audit_events"} 0
+tasker_retention_deleted_total{kind="completed_tasks"} 5
+tasker_retention_deleted_total{kind="failed_tasks"} 2
+tasker_retention_deleted_total{kind="webhook_deliveries"} 0
+tasker_retention_deleted_total{kind="workers"} 0
 `
-	if err := testutil.GatherAndCompare(b.reg, strings.NewReader(deleted), "tasker_retention_deleted_tasks_total"); err != nil {
+	if err := testutil.GatherAndCompare(b.reg, strings.NewReader(deleted), "tasker_retention_deleted_total"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func TestArchiveKeepsEveryRowOfTheDeletedTasks(t *testing.T) {
+	t.Parallel()
+	b := setup(t, true)
+	var gone []uuid.UUID
+	for range 4 { // more than one batch of 3
+		gone = append(gone, b.task(t, "complete", 2*24*time.Hour))
+	}
+	kept := b.task(t, "complete", time.Hour)
+	// What the archive must hold afterwards: the expired tasks' rows, as
+	// they are now, column for column.
+	snapshot := func(table, key string) string {
+		var s string
+		if err := b.conn.QueryRow(context.Background(), `SELECT coalesce(string_agg(x::text, '|' ORDER BY x::text), '')
+			FROM `+table+` x WHERE `+key+` = ANY ($1)`, gone).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	pairs := [][3]string{
+		{"tasks", "tasks_archive", "task_id"},
+		{"workflow_steps", "workflow_steps_archive", "task_id"},
+		{"workflow_step_edges", "workflow_step_edges_archive", "task_id"},
+		{"task_transitions", "task_transitions_archive", "task_id"},
+		{"workflow_step_transitions", "workflow_step_transitions_archive", "task_id"},
+	}
+	before := map[string]string{}
+	for _, p := range pairs {
+		before[p[0]] = snapshot(p[0], p[2])
+		if before[p[0]] == "" {
+			t.Fatalf("fixture has no %s rows", p[0])
+		}
+	}
+	b.runner.Pass(context.Background())
+	for _, p := range pairs {
+		if got := snapshot(p[1], p[2]); got != before[p[0]] {
+			t.Fatalf("%s holds\n%s\nwant the deleted rows of %s\n%s", p[1], got, p[0], before[p[0]])
+		}
+		if got := snapshot(p[0], p[2]); got != "" {
+			t.Fatalf("%s still holds rows of expired tasks: %s", p[0], got)
+		}
+		if n := b.count(t, `SELECT count(*) FROM `+p[1]+` WHERE task_id = $1`, kept); n != 0 {
+			t.Fatalf("%s archived the task still retained", p[1])
+		}
+	}
+	if n := b.count(t, `SELECT count(*) FROM tasks WHERE task_id = $1`, kept); n != 1 {
+		t.Fatal("the retained task was deleted")
+	}
+}
+
+// Retention copies with SELECT *, so every archive table must have its
+// source's columns in the same order and types: a migration that adds a
+// column to one and not the other fails here, not in production.
+func TestArchiveTablesMatchTheirSources(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	columns := func(table string) string {
+		var s string
+		if err := b.conn.QueryRow(context.Background(), `SELECT string_agg(attname || ' ' || format_type(atttypid, atttypmod), ', ' ORDER BY attnum)
+			FROM pg_attribute WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped`, table).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	for _, table := range []string{"tasks", "workflow_steps", "workflow_step_edges", "task_transitions", "workflow_step_transitions"} {
+		src, arc := columns(table), columns(table+"_archive")
+		if src == "" || src != arc {
+			t.Errorf("%s_archive has columns\n  %s\nwant those of %s\n  %s", table, arc, table, src)
+		}
+	}
+}
+
+func TestRetentionOfAuditRowsDeliveriesAndWorkers(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := b.conn.Exec(ctx, sql, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Audit rows: kept 48 h in this setup; 4 old (more than a batch).
+	for _, age := range []string{"3 days", "4 days", "5 days", "50 hours", "47 hours", "1 minute"} {
+		exec(`INSERT INTO audit_events (occurred_at, actor, action, resource, method, path, status, outcome)
+			VALUES (now() - $1::interval, 'alice', 'tasker.task:create', 'task', 'POST', '/tasker/tasks', 201, 'succeeded')`, age)
+	}
+	// Deliveries: finished ones kept 12 h; pending ones never go.
+	hook := uuid.Must(uuid.NewV7())
+	exec(`INSERT INTO webhook_subscriptions (webhook_id, url, events, secret) VALUES ($1, 'http://example.test/', '{task.completed}', 's')`, hook)
+	for _, d := range []struct{ status, finished string }{
+		{"delivered", "13 hours"}, {"failed", "2 days"}, {"cancelled", "1 day"}, {"delivered", "11 hours"}, {"pending", ""},
+	} {
+		id := uuid.Must(uuid.NewV7())
+		var finished any
+		if d.finished != "" {
+			finished = d.finished
+		}
+		exec(`INSERT INTO webhook_outbox (delivery_id, webhook_id, event_id, event_name, body, status, finished_at)
+			VALUES ($1, $2, $1, 'task.completed', '{}', $3, now() - $4::interval)`, id, hook, d.status, finished)
+		exec(`INSERT INTO webhook_delivery_attempts (delivery_id, attempt, duration_ms, replica) VALUES ($1, 1, 1, 'r')`, id)
+	}
+	// Workers: kept an hour after last seen.
+	exec(`INSERT INTO workers (worker_id, last_seen_at) VALUES ('gone', now() - interval '2 hours'), ('here', now() - interval '5 minutes')`)
+
+	b.runner.Pass(ctx)
+
+	for sql, want := range map[string]int{
+		`SELECT count(*) FROM audit_events`:                                                 2,
+		`SELECT count(*) FROM audit_events WHERE occurred_at < now() - interval '48 hours'`: 0,
+		`SELECT count(*) FROM webhook_outbox`:                                               2,
+		`SELECT count(*) FROM webhook_outbox WHERE status = 'pending'`:                      1,
+		`SELECT count(*) FROM webhook_delivery_attempts`:                                    2,
+		`SELECT count(*) FROM workers WHERE worker_id = 'here'`:                             1,
+		`SELECT count(*) FROM workers`:                                                      1,
+	} {
+		if got := b.count(t, sql); got != want {
+			t.Errorf("%s = %d, want %d", sql, got, want)
+		}
+	}
+	for kind, want := range map[string]float64{"audit_events": 4, "webhook_deliveries": 3, "workers": 1} {
+		if got := testutil.ToFloat64(counterOf(t, b.reg, "tasker_retention_deleted_total", kind)); got != want {
+			t.Errorf("tasker_retention_deleted_total{kind=%q} = %v, want %v", kind, got, want)
+		}
+	}
+}
+
+// counterOf returns the series of a counter family with label kind as a
+// collector.
+func counterOf(t *testing.T, reg *prometheus.Registry, name, kind string) prometheus.Collector {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "kind" && l.GetValue() == kind {
+					c := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: "copy"})
+					c.Add(m.GetCounter().GetValue())
+					return c
+				}
+			}
+		}
+	}
+	t.Fatalf("no series %s{kind=%q}", name, kind)
+	return nil
 }
 
 func TestGaugesAreSetByTheLeaderPass(t *testing.T) {

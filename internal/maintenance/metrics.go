@@ -30,8 +30,9 @@ func newMetrics() *metrics {
 			Buckets: []float64{0.005, 0.025, 0.1, 0.5, 1, 5, 20, 60},
 		}, []string{"service"}),
 		deleted: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "tasker_retention_deleted_tasks_total", Help: "Finished tasks deleted by retention, by class (completed, failed).",
-		}, []string{"class"}),
+			Name: "tasker_retention_deleted_total",
+			Help: "Rows deleted by retention, by kind (completed_tasks, failed_tasks, audit_events, webhook_deliveries, workers).",
+		}, []string{"kind"}),
 		queueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "tasker_queue_depth", Help: "Steps runnable now and not yet claimed, by template (set by the leader each maintenance interval).",
 		}, []string{"namespace", "task"}),

@@ -89,6 +89,12 @@ var wantObjects = map[string]string{
 	"audit_events": "table",
 	// 00010: the maintenance leader's lease.
 	"leader_leases": "table",
+	// 00012: retention's archive (TASKER_ARCHIVE=table).
+	"tasks_archive":                     "table",
+	"workflow_steps_archive":            "table",
+	"workflow_step_edges_archive":       "table",
+	"task_transitions_archive":          "table",
+	"workflow_step_transitions_archive": "table",
 }
 
 func newMigrator(t *testing.T, dsn, schema string) *migrate.Migrator {

@@ -174,6 +174,8 @@ func New(cfg Config) (*Server, error) {
 	})
 	upkeep, err := maintenance.New(maintenance.Config{Store: st, Elector: elector, Interval: s.MaintenanceInterval,
 		RetentionCompleted: forever(s.RetentionCompleted), RetentionFailed: forever(s.RetentionFailed),
+		RetentionAudit: forever(s.RetentionAudit), RetentionDeliveries: forever(s.RetentionDeliveries),
+		RetentionWorkers: forever(s.RetentionWorkers), Archive: s.Archive == "table",
 		Registerer: obs.tel.Registry(), Logger: logger})
 	if err != nil {
 		st.Close()

@@ -17,6 +17,12 @@ var leaderResignSQL string
 //go:embed sql/retention_delete.sql
 var retentionDeleteSQL string
 
+//go:embed sql/retention_archive.sql
+var retentionArchiveSQL string
+
+//go:embed sql/audit_purge.sql
+var auditPurgeSQL string
+
 //go:embed sql/gauges_queue.sql
 var gaugesQueueSQL string
 
@@ -49,13 +55,30 @@ func (s *Store) ResignLease(ctx context.Context, name, holder string) error {
 
 // DeleteFinishedTasks deletes up to limit tasks in one of statuses that
 // finished more than olderThan ago, with everything they own, and returns
-// how many went.
-func (s *Store) DeleteFinishedTasks(ctx context.Context, statuses []string, olderThan time.Duration, limit int) (int64, error) {
+// how many went. With archive, the rows are first copied to the archive
+// tables in the same statement.
+func (s *Store) DeleteFinishedTasks(ctx context.Context, statuses []string, olderThan time.Duration, limit int, archive bool) (int64, error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	tag, err := s.pool.Exec(ctx, retentionDeleteSQL, statuses, olderThan.Milliseconds(), limit)
+	sql := retentionDeleteSQL
+	if archive {
+		sql = retentionArchiveSQL
+	}
+	tag, err := s.pool.Exec(ctx, sql, statuses, olderThan.Milliseconds(), limit)
 	if err != nil {
 		return 0, translate("delete finished tasks", err)
+	}
+	return tag.RowsAffected(), nil
+}
+
+// DeleteAuditEvents forgets up to limit audit rows older than olderThan and
+// returns how many went.
+func (s *Store) DeleteAuditEvents(ctx context.Context, olderThan time.Duration, limit int) (int64, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	tag, err := s.pool.Exec(ctx, auditPurgeSQL, time.Now().Add(-olderThan), limit)
+	if err != nil {
+		return 0, translate("delete audit events", err)
 	}
 	return tag.RowsAffected(), nil
 }

@@ -99,8 +99,6 @@ func (s *Service) followSubscriptions(ctx context.Context, changes <-chan string
 // dispatch takes due deliveries while slots are free, then sleeps until a
 // notification, the next due time or the poll interval.
 func (s *Service) dispatch(ctx context.Context, outbox <-chan string) {
-	purge := time.NewTicker(time.Hour)
-	defer purge.Stop()
 	for ctx.Err() == nil {
 		free := cap(s.slots) - len(s.slots)
 		if free > 0 {
@@ -134,19 +132,8 @@ func (s *Service) dispatch(ctx context.Context, outbox <-chan string) {
 		case <-outbox:
 		case <-s.wake:
 		case <-timer.C:
-		case <-purge.C:
-			s.purge(ctx)
 		}
 		timer.Stop()
-	}
-}
-
-func (s *Service) purge(ctx context.Context) {
-	n, err := s.store.PurgeDeliveries(ctx, time.Now().Add(-s.cfg.Retention), 10000)
-	if err != nil {
-		s.logger.Warn("webhooks: purging old deliveries failed", slog.String("error", err.Error()))
-	} else if n > 0 {
-		s.logger.Info("webhooks: purged old deliveries", slog.Int64("deliveries", n))
 	}
 }
 

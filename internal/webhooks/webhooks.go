@@ -36,7 +36,6 @@ const (
 	DefaultBackoffMax   = time.Hour
 	DefaultConcurrency  = 8
 	DefaultPollInterval = 30 * time.Second
-	DefaultRetention    = 7 * 24 * time.Hour
 )
 
 // Errors.
@@ -95,8 +94,6 @@ type Config struct {
 	Concurrency int
 	// PollInterval is the fallback re-read of subscriptions and outbox; default 30 s.
 	PollInterval time.Duration
-	// Retention is how long finished deliveries stay in the log; default 7 days.
-	Retention time.Duration
 	// Observer hears of deliveries; nil means nobody.
 	Observer Observer
 	// Logger; nil means slog.Default().
@@ -137,7 +134,6 @@ func New(cfg Config) (*Service, error) {
 	cfg.BackoffMax = cmp.Or(cfg.BackoffMax, DefaultBackoffMax)
 	cfg.Concurrency = cmp.Or(cfg.Concurrency, DefaultConcurrency)
 	cfg.PollInterval = cmp.Or(cfg.PollInterval, DefaultPollInterval)
-	cfg.Retention = cmp.Or(cfg.Retention, DefaultRetention)
 	if cfg.ReplicaID == "" {
 		host, _ := os.Hostname()
 		cfg.ReplicaID = fmt.Sprintf("%s-%d", cmp.Or(host, "taskerd"), os.Getpid())

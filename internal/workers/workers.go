@@ -42,7 +42,6 @@ const (
 	MaxHandlers         = 32
 	MaxWorkerIDLength   = 128
 	DefaultPollInterval = 5 * time.Second
-	DefaultRetention    = 24 * time.Hour
 	DefaultSeenWithin   = 5 * time.Minute
 	DefaultListLimit    = 500
 )
@@ -81,9 +80,6 @@ type Config struct {
 	// Backoff is the retry policy for steps whose template sets none;
 	// default engine.DefaultBackoff.
 	Backoff engine.Backoff
-	// Retention is how long a worker that is not seen stays listed in the
-	// database; default 24 h.
-	Retention time.Duration
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -117,7 +113,6 @@ func New(cfg Config) (*Service, error) {
 	cfg.Schema = cmp.Or(cfg.Schema, "tasker")
 	cfg.PollInterval = cmp.Or(cfg.PollInterval, DefaultPollInterval)
 	cfg.MaxResultBytes = cmp.Or(cfg.MaxResultBytes, engine.DefaultMaxResultBytes)
-	cfg.Retention = cmp.Or(cfg.Retention, DefaultRetention)
 	if cfg.Backoff == (engine.Backoff{}) {
 		cfg.Backoff = engine.DefaultBackoff
 	}
@@ -146,7 +141,6 @@ func (s *Service) Start(ctx context.Context) error {
 		defer unsubscribe()
 		s.hub.run(ctx, notes)
 	}()
-	go s.pruneLoop(ctx)
 	return nil
 }
 
@@ -176,23 +170,6 @@ func (s *Service) stopping() bool {
 		return true
 	default:
 		return false
-	}
-}
-
-func (s *Service) pruneLoop(ctx context.Context) {
-	t := time.NewTicker(time.Hour)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if n, err := s.store.PruneWorkers(ctx, s.cfg.Retention); err != nil {
-			s.logger.WarnContext(ctx, "forgetting old workers failed", slog.String("error", err.Error()))
-		} else if n > 0 {
-			s.logger.InfoContext(ctx, "forgot workers not seen lately", slog.Int64("workers", n))
-		}
 	}
 }
 
