@@ -59,7 +59,8 @@ type Config struct {
 	// Archive copies tasks with their steps, edges and transitions to the
 	// archive tables in the transaction that deletes them.
 	Archive bool
-	// BatchSize is how many tasks one delete statement removes; default 500.
+	// BatchSize is how many tasks (or rows) one delete statement removes;
+	// default 200: short transactions, so the engine never waits long.
 	BatchSize int
 	// PassBudget bounds the time one pass spends deleting; default 20 s.
 	PassBudget time.Duration
@@ -217,6 +218,7 @@ func (r *Runner) prune(ctx context.Context, deadline time.Time, kind string, kee
 		return nil
 	}
 	for time.Now().Before(deadline) {
+		began := time.Now()
 		n, err := deleteBatch(ctx, keep, r.cfg.BatchSize)
 		if err != nil {
 			return err
@@ -227,6 +229,14 @@ func (r *Runner) prune(ctx context.Context, deadline time.Time, kind string, kee
 		}
 		if n < int64(r.cfg.BatchSize) {
 			break
+		}
+		// A backlog is deleted at half speed at most: after each full batch
+		// the leader rests as long as the batch took, so the database's
+		// cores and WAL are shared with the engine rather than taken.
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(min(time.Since(began), time.Second)):
 		}
 	}
 	return nil

@@ -380,6 +380,17 @@ tasker_queue_depth{namespace="payments",task="refund"} 2
 	if err := testutil.GatherAndCompare(b.reg, strings.NewReader(depth), "tasker_queue_depth"); err != nil {
 		t.Fatal(err)
 	}
+	ready := `
+# HELP tasker_ready_steps Steps runnable now and not yet claimed (the ready queue's depth), by handler queue (set by the leader each maintenance interval).
+# TYPE tasker_ready_steps gauge
+tasker_ready_steps{queue="default"} 2
+# HELP tasker_webhook_outbox_pending Webhook deliveries waiting in the outbox (set by the leader each maintenance interval).
+# TYPE tasker_webhook_outbox_pending gauge
+tasker_webhook_outbox_pending 0
+`
+	if err := testutil.GatherAndCompare(b.reg, strings.NewReader(ready), "tasker_ready_steps", "tasker_webhook_outbox_pending"); err != nil {
+		t.Fatal(err)
+	}
 	if age := testutil.ToFloat64(gaugeOf(t, b.reg, "tasker_oldest_runnable_step_age_seconds")); age < 2 {
 		t.Fatalf("oldest runnable age %.2f s, want ≥ 2 (the fixture's steps became runnable 3 s ago)", age)
 	}

@@ -18,7 +18,13 @@ type metrics struct {
 	queueDepth *prometheus.GaugeVec
 	oldest     *prometheus.GaugeVec
 	tasks      *prometheus.GaugeVec
+	ready      *prometheus.GaugeVec
+	outbox     *prometheus.GaugeVec // no labels: a vec so that a follower can drop it
 }
+
+// defaultQueueLabel is the queue label of the engine's own steps (remote
+// steps carry their queue, "remote:<name>").
+const defaultQueueLabel = "default"
 
 func newMetrics() *metrics {
 	return &metrics{
@@ -42,6 +48,12 @@ func newMetrics() *metrics {
 		tasks: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "tasker_tasks_by_status", Help: "Tasks in the database by status (set by the leader each maintenance interval).",
 		}, []string{"status"}),
+		ready: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tasker_ready_steps", Help: "Steps runnable now and not yet claimed (the ready queue's depth), by handler queue (set by the leader each maintenance interval).",
+		}, []string{"queue"}),
+		outbox: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tasker_webhook_outbox_pending", Help: "Webhook deliveries waiting in the outbox (set by the leader each maintenance interval).",
+		}, nil),
 	}
 }
 
@@ -54,7 +66,7 @@ func (m *metrics) register(reg prometheus.Registerer, e *leadership.Elector) err
 		}
 		return 0
 	})
-	for _, c := range []prometheus.Collector{m.runs, m.duration, m.deleted, m.queueDepth, m.oldest, m.tasks, leader} {
+	for _, c := range []prometheus.Collector{m.runs, m.duration, m.deleted, m.queueDepth, m.oldest, m.tasks, m.ready, m.outbox, leader} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}
@@ -69,6 +81,17 @@ func (m *metrics) setGauges(g *store.Gauges) {
 		m.queueDepth.WithLabelValues(q.Namespace, q.Task).Set(float64(q.Ready))
 		m.oldest.WithLabelValues(q.Namespace, q.Task).Set(q.OldestSeconds)
 	}
+	m.ready.Reset()
+	if _, ok := g.Ready[""]; !ok {
+		m.ready.WithLabelValues(defaultQueueLabel) // the engine's own queue is always reported
+	}
+	for q, n := range g.Ready {
+		if q == "" {
+			q = defaultQueueLabel
+		}
+		m.ready.WithLabelValues(q).Set(float64(n))
+	}
+	m.outbox.WithLabelValues().Set(float64(g.PendingDeliveries))
 	m.tasks.Reset()
 	for _, status := range []string{"pending", "in_progress", "complete", "error", "cancelled", "resolved_manually"} {
 		m.tasks.WithLabelValues(status).Set(float64(g.Tasks[status]))
@@ -76,6 +99,8 @@ func (m *metrics) setGauges(g *store.Gauges) {
 }
 
 func (m *metrics) clearGauges() {
+	m.ready.Reset()
+	m.outbox.Reset()
 	m.queueDepth.Reset()
 	m.oldest.Reset()
 	m.tasks.Reset()

@@ -81,9 +81,7 @@ func (o *observability) registryChanged(_ context.Context, c registry.Change) {
 // watch tells the scrape-time metrics where to read.
 func (o *observability) watch(st *store.Store, eng *engine.Engine) {
 	o.tel.Metrics().SetSources(telemetry.Sources{
-		RunningSteps:      eng.RunningSteps,
-		ReadySteps:        st.ReadySteps,
-		PendingDeliveries: st.PendingDeliveries,
-		PoolStats:         st.PoolStats,
+		RunningSteps: eng.RunningSteps,
+		PoolStats:    st.PoolStats,
 	})
 }

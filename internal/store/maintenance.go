@@ -29,6 +29,12 @@ var gaugesQueueSQL string
 //go:embed sql/gauges_tasks.sql
 var gaugesTasksSQL string
 
+//go:embed sql/gauges_ready.sql
+var readyStepsSQL string
+
+//go:embed sql/gauges_outbox.sql
+var outboxPendingCountSQL string
+
 // LeaderLease is who holds a leader lease, and until when.
 type LeaderLease struct {
 	Holder    string
@@ -94,14 +100,19 @@ type QueueGauge struct {
 type Gauges struct {
 	Queues []QueueGauge
 	Tasks  map[string]int64 // by status
+	// Ready counts the steps runnable now by handler queue ("" is the
+	// engine's own).
+	Ready map[string]int64
+	// PendingDeliveries counts webhook deliveries not yet made.
+	PendingDeliveries int64
 }
 
-// ReadGauges computes the database-wide gauges (two queries; the leader
-// runs it on an interval).
+// ReadGauges computes the database-wide gauges (one round trip of four
+// queries; the leader runs it on an interval, so scrapes run none).
 func (s *Store) ReadGauges(ctx context.Context) (*Gauges, error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	g := &Gauges{Tasks: map[string]int64{}}
+	g := &Gauges{Tasks: map[string]int64{}, Ready: map[string]int64{}}
 	var b pgx.Batch
 	b.Queue(gaugesQueueSQL).Query(func(rows pgx.Rows) (err error) {
 		g.Queues, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (QueueGauge, error) {
@@ -120,6 +131,16 @@ func (s *Store) ReadGauges(ctx context.Context) (*Gauges, error) {
 		})
 		return err
 	})
+	b.Queue(readyStepsSQL).Query(func(rows pgx.Rows) error {
+		var queue string
+		var n int64
+		_, err := pgx.ForEachRow(rows, []any{&queue, &n}, func() error {
+			g.Ready[queue] = n
+			return nil
+		})
+		return err
+	})
+	b.Queue(outboxPendingCountSQL).QueryRow(func(row pgx.Row) error { return row.Scan(&g.PendingDeliveries) })
 	if err := s.pool.SendBatch(ctx, &b).Close(); err != nil {
 		return nil, translate("read gauges", err)
 	}

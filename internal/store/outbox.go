@@ -178,18 +178,6 @@ func (s *Store) NextDeliveryAt(ctx context.Context) (time.Time, error) {
 	return *t, nil
 }
 
-//go:embed sql/outbox_pending_count.sql
-var outboxPendingCountSQL string
-
-// PendingDeliveries counts the deliveries not yet made.
-func (s *Store) PendingDeliveries(ctx context.Context) (int64, error) {
-	ctx, cancel := withTimeout(ctx)
-	defer cancel()
-	var n int64
-	err := s.pool.QueryRow(ctx, outboxPendingCountSQL).Scan(&n)
-	return n, translate("count pending webhook deliveries", err)
-}
-
 //go:embed sql/outbox_purge.sql
 var outboxPurgeSQL string
 

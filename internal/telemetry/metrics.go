@@ -16,17 +16,12 @@ import (
 
 // Metric buckets.
 var (
-	stepBuckets   = []float64{0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300}
-	taskBuckets   = []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600}
-	queueBuckets  = []float64{0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
-	httpBuckets   = []float64{0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
-	valueBuckets  = prometheus.ExponentialBuckets(0.1, 4, 14) // 0.1 … 6.7 million: amounts, counts
-	scrapeTimeout = 2 * time.Second
+	stepBuckets  = []float64{0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300}
+	taskBuckets  = []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600}
+	queueBuckets = []float64{0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
+	httpBuckets  = []float64{0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}
+	valueBuckets = prometheus.ExponentialBuckets(0.1, 4, 14) // 0.1 … 6.7 million: amounts, counts
 )
-
-// DefaultQueueLabel is the queue label of the engine's own steps (remote
-// steps carry their queue, "remote:<name>").
-const DefaultQueueLabel = "default"
 
 // Metrics are taskerd's Prometheus collectors. Labels never hold ids: a
 // namespace, template, step or event name, a state, a route pattern.
@@ -55,10 +50,6 @@ type Metrics struct {
 type Sources struct {
 	// RunningSteps is how many handlers run now (tasker_steps_in_flight).
 	RunningSteps func() int
-	// ReadySteps counts runnable steps by queue (tasker_ready_steps).
-	ReadySteps func(ctx context.Context) (map[string]int64, error)
-	// PendingDeliveries counts webhook deliveries not yet made.
-	PendingDeliveries func(ctx context.Context) (int64, error)
 	// PoolStats reads the database pool.
 	PoolStats func() store.PoolStats
 	// Dropped reads the bus's dropped events by subscriber.
@@ -232,8 +223,6 @@ type sourceCollector struct{ m *Metrics }
 
 var (
 	descInFlight     = prometheus.NewDesc("tasker_steps_in_flight", "Step handlers running on this replica.", nil, nil)
-	descReady        = prometheus.NewDesc("tasker_ready_steps", "Steps runnable now and not yet claimed (the ready queue's depth), by queue; the same for every replica.", []string{"queue"}, nil)
-	descOutbox       = prometheus.NewDesc("tasker_webhook_outbox_pending", "Webhook deliveries waiting in the outbox.", nil, nil)
 	descDropped      = prometheus.NewDesc("tasker_events_dropped_total", "Events a full buffer dropped, by subscriber (bus: before any subscriber).", []string{"subscriber"}, nil)
 	descPoolMax      = prometheus.NewDesc("tasker_db_pool_max_connections", "The database pool's connection budget.", nil, nil)
 	descPoolConns    = prometheus.NewDesc("tasker_db_pool_connections", "Open database connections by state.", []string{"state"}, nil)
@@ -242,7 +231,7 @@ var (
 )
 
 func (c *sourceCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descInFlight, descReady, descOutbox, descDropped, descPoolMax, descPoolConns, descPoolAcquires, descPoolEmpty} {
+	for _, d := range []*prometheus.Desc{descInFlight, descDropped, descPoolMax, descPoolConns, descPoolAcquires, descPoolEmpty} {
 		ch <- d
 	}
 }
@@ -251,32 +240,8 @@ func (c *sourceCollector) Collect(ch chan<- prometheus.Metric) {
 	c.m.sourcesMu.Lock()
 	s := c.m.sources
 	c.m.sourcesMu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
-	defer cancel()
 	if s.RunningSteps != nil {
 		ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(s.RunningSteps()))
-	}
-	if s.ReadySteps != nil {
-		if ready, err := s.ReadySteps(ctx); err != nil {
-			ch <- prometheus.NewInvalidMetric(descReady, err)
-		} else {
-			if _, ok := ready[""]; !ok {
-				ready[""] = 0 // the engine's own queue is always reported
-			}
-			for q, n := range ready {
-				if q == "" {
-					q = DefaultQueueLabel
-				}
-				ch <- prometheus.MustNewConstMetric(descReady, prometheus.GaugeValue, float64(n), q)
-			}
-		}
-	}
-	if s.PendingDeliveries != nil {
-		if n, err := s.PendingDeliveries(ctx); err != nil {
-			ch <- prometheus.NewInvalidMetric(descOutbox, err)
-		} else {
-			ch <- prometheus.MustNewConstMetric(descOutbox, prometheus.GaugeValue, float64(n))
-		}
 	}
 	if s.Dropped != nil {
 		for name, n := range s.Dropped() {

@@ -1,1 +1,0 @@
-SELECT count(*) FROM webhook_outbox WHERE status = 'pending'
