@@ -67,6 +67,8 @@ type Services struct {
 	calls    []Call
 	shop     *shop
 	users    *users
+	refunds  *refunds
+	orders   *fulfillment
 }
 
 // New returns the services in their initial state.
@@ -82,6 +84,8 @@ func (s *Services) reset() {
 	s.calls = nil
 	s.shop = newShop()
 	s.users = newUsers()
+	s.refunds = newRefunds()
+	s.orders = newFulfillment()
 }
 
 // Handler routes every fake API and the admin endpoints.
@@ -136,6 +140,8 @@ func (s *Services) Handler() http.Handler {
 	s.shopRoutes(mux)
 	s.dataRoutes(mux)
 	s.userRoutes(mux)
+	s.refundRoutes(mux)
+	s.fulfillmentRoutes(mux)
 	return mux
 }
 
