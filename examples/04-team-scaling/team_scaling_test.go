@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -37,7 +38,7 @@ func TestTeamScaling(t *testing.T) {
 		return authtest.SignHS256(t, []byte(secret), authtest.Valid(sub, role))
 	}
 	admin := env.As(token("ops@example.com", "admin"))
-	payments := env.As(token("pat@payments.example.com", "payments_team"))
+	payments := env.As(readmeToken(t, "pat@payments.example.com", "payments_team"))
 	support := env.As(token("casey@support.example.com", "customer_success_team"))
 
 	if code, _ := env.Call("GET", "/tasker/tasks", ""); code != http.StatusUnauthorized {
@@ -154,6 +155,35 @@ func TestTeamScaling(t *testing.T) {
 	worker.Stop(t)
 	env.Taskerd.Stop(t)
 	env.Mocks.Stop(t)
+}
+
+// readmeToken mints a token with the README's shell function, so that the
+// README's commands cannot rot; without bash or openssl it signs the token
+// in Go.
+func readmeToken(t *testing.T, sub, role string) string {
+	t.Helper()
+	_, errBash := exec.LookPath("bash")
+	_, errSSL := exec.LookPath("openssl")
+	if errBash != nil || errSSL != nil {
+		t.Log("no bash or openssl: the README's jwt function is not checked")
+		return authtest.SignHS256(t, []byte(secret), authtest.Valid(sub, role))
+	}
+	readme := readFile(t, "README.md")
+	start := strings.Index(readme, "b64url() {")
+	end := -1
+	if start >= 0 {
+		end = strings.Index(readme[start:], "\n}\n")
+	}
+	if end < 0 {
+		t.Fatal("README.md has no jwt function")
+	}
+	cmd := exec.Command("bash", "-c", readme[start:start+end+2]+"\njwt \"$1\" \"$2\"", "jwt", sub, role)
+	cmd.Env = append(os.Environ(), "TASKER_JWT_SECRET="+secret, "TASKER_JWT_ISSUER="+authtest.Issuer, "TASKER_JWT_AUDIENCE="+authtest.Audience)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("the README's jwt function: %v", err)
+	}
+	return strings.TrimSpace(string(out))
 }
 
 func readFile(t *testing.T, path string) string {
