@@ -98,7 +98,9 @@ func TestObservability(t *testing.T) {
 	})
 
 	t.Run("webhook", func(t *testing.T) {
-		got := hook.wait(t, func(ds []delivery) bool { return count(ds, "order.revenue") == 2 && count(ds, "order.shipped") == 2 && count(ds, "task.completed") == 2 })
+		got := hook.wait(t, func(ds []delivery) bool {
+			return count(ds, "order.revenue") == 2 && count(ds, "order.shipped") == 2 && count(ds, "task.completed") == 2
+		})
 		for _, o := range orders {
 			var revenue []delivery
 			for _, d := range got {
