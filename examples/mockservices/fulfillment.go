@@ -141,3 +141,26 @@ func (s *Services) fulfillmentRoutes(mux *http.ServeMux) {
 		return writeJSON(w, http.StatusAccepted, m)
 	})
 }
+
+// hookRoutes is a webhook receiver for taskerd's deliveries (example 05's
+// README subscribes it): POST /hooks keeps each delivery, GET /hooks lists
+// them with their event and correlation id headers.
+func (s *Services) hookRoutes(mux *http.ServeMux) {
+	s.endpoint(mux, "POST /hooks", "hooks", func(w http.ResponseWriter, r *http.Request) int {
+		var body map[string]any
+		if code, ok := decode(w, r, &body); !ok {
+			return code
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.hooks = append(s.hooks, map[string]any{
+			"x_tasker_event": r.Header.Get("X-Tasker-Event"), "x_correlation_id": r.Header.Get("X-Correlation-ID"), "body": body})
+		w.WriteHeader(http.StatusNoContent)
+		return http.StatusNoContent
+	})
+	mux.HandleFunc("GET /hooks", func(w http.ResponseWriter, _ *http.Request) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		writeJSON(w, http.StatusOK, append([]map[string]any{}, s.hooks...))
+	})
+}

@@ -69,6 +69,7 @@ type Services struct {
 	users    *users
 	refunds  *refunds
 	orders   *fulfillment
+	hooks    []map[string]any // webhook deliveries received
 }
 
 // New returns the services in their initial state.
@@ -86,6 +87,7 @@ func (s *Services) reset() {
 	s.users = newUsers()
 	s.refunds = newRefunds()
 	s.orders = newFulfillment()
+	s.hooks = nil
 }
 
 // Handler routes every fake API and the admin endpoints.
@@ -142,6 +144,7 @@ func (s *Services) Handler() http.Handler {
 	s.userRoutes(mux)
 	s.refundRoutes(mux)
 	s.fulfillmentRoutes(mux)
+	s.hookRoutes(mux)
 	return mux
 }
 
