@@ -1,6 +1,8 @@
 // Command mockservices serves the fake APIs the examples' workflows call —
 // a shop (01), a data warehouse (02), user, billing and notification
-// services (03) — with failure modes that can be switched per endpoint:
+// services (03), a support desk, payment gateway and ledger (04), an order
+// back end and a webhook receiver (05) — with failure modes that can be
+// switched per endpoint:
 //
 //	go run ./examples/mockservices                 # listens on localhost:8090
 //	go run ./examples/mockservices -addr 127.0.0.1:0   # a free port, printed on stdout

@@ -67,6 +67,9 @@ type Services struct {
 	calls    []Call
 	shop     *shop
 	users    *users
+	refunds  *refunds
+	orders   *fulfillment
+	hooks    []map[string]any // webhook deliveries received
 }
 
 // New returns the services in their initial state.
@@ -82,6 +85,9 @@ func (s *Services) reset() {
 	s.calls = nil
 	s.shop = newShop()
 	s.users = newUsers()
+	s.refunds = newRefunds()
+	s.orders = newFulfillment()
+	s.hooks = nil
 }
 
 // Handler routes every fake API and the admin endpoints.
@@ -136,6 +142,9 @@ func (s *Services) Handler() http.Handler {
 	s.shopRoutes(mux)
 	s.dataRoutes(mux)
 	s.userRoutes(mux)
+	s.refundRoutes(mux)
+	s.fulfillmentRoutes(mux)
+	s.hookRoutes(mux)
 	return mux
 }
 

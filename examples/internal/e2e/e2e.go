@@ -154,6 +154,27 @@ type Env struct {
 	Mocks   *Process
 	// Base is taskerd's URL, MocksURL the mock services'.
 	Base, MocksURL string
+	// Header is sent with every call to taskerd (see With and As).
+	Header http.Header
+}
+
+// With is the env whose calls to taskerd also carry header: an
+// X-Correlation-ID, a traceparent.
+func (e *Env) With(header http.Header) *Env {
+	c := *e
+	c.Header = e.Header.Clone()
+	if c.Header == nil {
+		c.Header = http.Header{}
+	}
+	for k, vs := range header {
+		c.Header[k] = vs
+	}
+	return &c
+}
+
+// As is the env whose calls to taskerd carry a bearer token.
+func (e *Env) As(token string) *Env {
+	return e.With(http.Header{"Authorization": {"Bearer " + token}})
 }
 
 // Start runs the mock services and `taskerd serve --insecure-no-auth` on a
@@ -211,6 +232,11 @@ func (e *Env) Call(method, target, body string) (int, any) {
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
 		e.T.Fatal(err)
+	}
+	if strings.HasPrefix(target, "/") {
+		for k, vs := range e.Header {
+			req.Header[k] = vs
+		}
 	}
 	switch {
 	case strings.HasPrefix(body, "{"):

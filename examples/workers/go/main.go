@@ -4,6 +4,8 @@
 //
 //	TASKER_URL=http://localhost:8080 go run ./examples/workers/go
 //
+// TASKER_TOKEN, when set, is sent as its bearer token.
+//
 // It runs until SIGINT or SIGTERM, then lets the steps in hand finish.
 package main
 
@@ -13,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -36,7 +39,13 @@ func run(logger *slog.Logger) error {
 	if base == "" {
 		base = "http://localhost:8080"
 	}
-	c, err := client.New(client.Config{BaseURL: base})
+	cfg := client.Config{BaseURL: base}
+	// With TASKER_AUTH_MODE=jwt the worker needs a token whose role holds
+	// refund_policy:tasker.worker:claim (docs/auth.md).
+	if tok := os.Getenv("TASKER_TOKEN"); tok != "" {
+		cfg.Header = http.Header{"Authorization": {"Bearer " + tok}}
+	}
+	c, err := client.New(cfg)
 	if err != nil {
 		return err
 	}
