@@ -524,14 +524,19 @@ func TestDeployTemplatesValid(t *testing.T) {
 var metricName = regexp.MustCompile(`\btasker_[a-z_]+`)
 
 // TestMetricsExist checks every metric the dashboard and the alerts query
-// against the names internal/telemetry registers (read from its source:
-// vectors without samples do not show in a scrape).
+// against the names internal/telemetry and internal/maintenance (the
+// leader's gauges) register, read from their source: vectors without
+// samples do not show in a scrape.
 func TestMetricsExist(t *testing.T) {
 	t.Parallel()
 	known := map[string]bool{}
-	srcs, err := filepath.Glob("../internal/telemetry/*.go")
-	if err != nil {
-		t.Fatal(err)
+	var srcs []string
+	for _, dir := range []string{"telemetry", "maintenance"} {
+		files, err := filepath.Glob("../internal/" + dir + "/*.go")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srcs = append(srcs, files...)
 	}
 	for _, f := range srcs {
 		if strings.HasSuffix(f, "_test.go") {
