@@ -100,8 +100,10 @@ func TestMutationsMatchREST(t *testing.T) {
 		{name: "retry a pending step", stepOfTwins: "a", rest: func(id string) (string, string) { return "POST " + stepPath(s, restTask, id) + "/retry", "" },
 			gql: `mutation($id: UUID!) { retryStep(id: $id) { id } }`, wantStatus: 409, wantCode: "CONFLICT"},
 		{name: "resolve a pending root with results", stepOfTwins: "a",
-			rest: func(id string) (string, string) { return "POST " + stepPath(s, restTask, id) + "/resolve", `{"results":{"x":1}}` },
-			gql:  `mutation($id: UUID!, $r: JSON) { resolveStep(id: $id, results: $r) { id status results } }`, vars: map[string]any{"r": map[string]any{"x": 1}}, wantStatus: 200},
+			rest: func(id string) (string, string) {
+				return "POST " + stepPath(s, restTask, id) + "/resolve", `{"results":{"x":1}}`
+			},
+			gql: `mutation($id: UUID!, $r: JSON) { resolveStep(id: $id, results: $r) { id status results } }`, vars: map[string]any{"r": map[string]any{"x": 1}}, wantStatus: 200},
 		{name: "resolve it again", stepOfTwins: "a", rest: func(id string) (string, string) { return "POST " + stepPath(s, restTask, id) + "/resolve", "" },
 			gql: `mutation($id: UUID!) { resolveStep(id: $id) { id } }`, wantStatus: 409, wantCode: "CONFLICT"},
 		{name: "cancel a step", stepOfTwins: "b", rest: func(id string) (string, string) { return "POST " + stepPath(s, restTask, id) + "/cancel", "" },
