@@ -131,7 +131,9 @@ func (r *Resolver) Step() gen.StepResolver { return &stepResolver{r} }
 // Task returns gen.TaskResolver implementation.
 func (r *Resolver) Task() gen.TaskResolver { return &taskResolver{r} }
 
-type mutationResolver struct{ *Resolver }
-type queryResolver struct{ *Resolver }
-type stepResolver struct{ *Resolver }
-type taskResolver struct{ *Resolver }
+type (
+	mutationResolver struct{ *Resolver }
+	queryResolver    struct{ *Resolver }
+	stepResolver     struct{ *Resolver }
+	taskResolver     struct{ *Resolver }
+)
