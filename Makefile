@@ -71,10 +71,10 @@ graphql-check:
 events-doc:
 	$(GO) run ./internal/events/gendoc docs/events.md
 
-## e2e-ui: open the Swagger UI in headless Chromium against the real binary (screenshot in .test-output/)
+## e2e-ui: open the Swagger UI and the GraphQL playground in headless Chromium against the real binary (screenshot in .test-output/)
 e2e-ui: postgres chromium
 	@mkdir -p .test-output
-	$(GO) test -count=1 -run 'TestSwaggerUI' -artifacts -outputdir $(CURDIR)/.test-output ./cmd/taskerd/
+	$(GO) test -count=1 -run 'TestSwaggerUI|TestGraphQLPlayground' -artifacts -outputdir $(CURDIR)/.test-output ./cmd/taskerd/
 
 ## bench: every benchmark workload through the real server, PostgreSQL with fsync on (a few minutes)
 bench: postgres build
