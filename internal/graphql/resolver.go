@@ -7,13 +7,17 @@
 package graphql
 
 import (
+	"bytes"
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
+	"strings"
 
 	"github.com/99designs/gqlgen/graphql/handler"
 	"github.com/99designs/gqlgen/graphql/handler/extension"
@@ -114,9 +118,39 @@ func New(cfg Config) (*Handler, error) {
 
 // ServeHTTP answers POST /tasker/graphql. The API's guard has
 // authenticated the caller; each field checks its own permission.
+//
+// A request that is not a GraphQL request at all (not JSON, too large,
+// unknown fields, no query) is refused as every route refuses a malformed
+// body, with a problem document; what GraphQL itself refuses (a query that
+// does not parse or fit the schema) comes in GraphQL's format.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var env envelope
+	if err := api.DecodeJSON(r, &env); err != nil {
+		api.WriteError(w, r, h.logger, err)
+		return
+	}
+	if strings.TrimSpace(env.Query) == "" {
+		api.WriteProblem(w, r, api.ValidationFailed("the GraphQL request has no query",
+			api.FieldError{Pointer: "/query", Detail: "query is required"}))
+		return
+	}
+	body, err := json.Marshal(env)
+	if err != nil {
+		api.WriteError(w, r, h.logger, err)
+		return
+	}
+	r2 := r.Clone(r.Context())
+	r2.Body, r2.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
 	rq := &request{method: r.Method, path: r.URL.Path, loaders: newLoaders(h.store)}
-	h.srv.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestKey{}, rq)))
+	h.srv.ServeHTTP(w, r2.WithContext(context.WithValue(r.Context(), requestKey{}, rq)))
+}
+
+// envelope is the body of a GraphQL request over HTTP POST.
+type envelope struct {
+	Query         string          `json:"query"`
+	OperationName string          `json:"operationName,omitempty"`
+	Variables     json.RawMessage `json:"variables,omitempty"`
+	Extensions    json.RawMessage `json:"extensions,omitempty"`
 }
 
 // request is what one HTTP request's resolvers share: its batching
