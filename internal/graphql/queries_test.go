@@ -141,6 +141,14 @@ func TestQueries(t *testing.T) {
 			st.Readiness == nil || st.Readiness.DependenciesSatisfied != rd["dependencies_satisfied"] {
 			t.Errorf("step %d: %+v\nREST: %v", i, st, rs)
 		}
+		// null when ready or finished, as REST leaves it out.
+		if want, _ := rd["blocked_reason"].(string); (want == "") != (st.Readiness.BlockedReason == nil) ||
+			(want != "" && *st.Readiness.BlockedReason != want) {
+			t.Errorf("step %s: blockedReason %v, REST %q", st.Name, st.Readiness.BlockedReason, want)
+		}
+	}
+	if task.Steps[3].Readiness.BlockedReason == nil || *task.Steps[3].Readiness.BlockedReason != "waiting_for_dependencies" {
+		t.Errorf("d's blockedReason: %v", task.Steps[3].Readiness.BlockedReason)
 	}
 	levels := map[string]int{}
 	for _, st := range task.Steps {

@@ -104,6 +104,14 @@ func (r *stepResolver) Readiness(ctx context.Context, obj *store.Step) (*store.S
 	return r.readiness(ctx, obj)
 }
 
+// BlockedReason is the resolver for the blockedReason field.
+func (r *stepReadinessResolver) BlockedReason(ctx context.Context, obj *store.StepReadiness) (*string, error) {
+	if obj.BlockedReason == "" {
+		return nil, nil // ready or finished
+	}
+	return &obj.BlockedReason, nil
+}
+
 // FullName is the resolver for the fullName field.
 func (r *taskResolver) FullName(ctx context.Context, obj *store.Task) (string, error) {
 	return obj.Namespace + "." + obj.Name + "@" + obj.Version, nil
@@ -128,12 +136,16 @@ func (r *Resolver) Query() gen.QueryResolver { return &queryResolver{r} }
 // Step returns gen.StepResolver implementation.
 func (r *Resolver) Step() gen.StepResolver { return &stepResolver{r} }
 
+// StepReadiness returns gen.StepReadinessResolver implementation.
+func (r *Resolver) StepReadiness() gen.StepReadinessResolver { return &stepReadinessResolver{r} }
+
 // Task returns gen.TaskResolver implementation.
 func (r *Resolver) Task() gen.TaskResolver { return &taskResolver{r} }
 
 type (
-	mutationResolver struct{ *Resolver }
-	queryResolver    struct{ *Resolver }
-	stepResolver     struct{ *Resolver }
-	taskResolver     struct{ *Resolver }
+	mutationResolver      struct{ *Resolver }
+	queryResolver         struct{ *Resolver }
+	stepResolver          struct{ *Resolver }
+	stepReadinessResolver struct{ *Resolver }
+	taskResolver          struct{ *Resolver }
 )

@@ -36,6 +36,7 @@ type ResolverRoot interface {
 	Mutation() MutationResolver
 	Query() QueryResolver
 	Step() StepResolver
+	StepReadiness() StepReadinessResolver
 	Task() TaskResolver
 }
 
@@ -185,6 +186,9 @@ type StepResolver interface {
 	Task(ctx context.Context, obj *store.Step) (*store.Task, error)
 	DependencyLevel(ctx context.Context, obj *store.Step) (*int, error)
 	Readiness(ctx context.Context, obj *store.Step) (*store.StepReadiness, error)
+}
+type StepReadinessResolver interface {
+	BlockedReason(ctx context.Context, obj *store.StepReadiness) (*string, error)
 }
 type TaskResolver interface {
 	FullName(ctx context.Context, obj *store.Task) (string, error)
@@ -3183,18 +3187,18 @@ func (ec *executionContext) _StepReadiness_blockedReason(ctx context.Context, fi
 			return ec.fieldContext_StepReadiness_blockedReason(ctx, field)
 		},
 		func(ctx context.Context) (any, error) {
-			return obj.BlockedReason, nil
+			return ec.Resolvers.StepReadiness().BlockedReason(ctx, obj)
 		},
 		nil,
-		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
-			return ec.marshalOString2string(ctx, selections, v)
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
 		},
 		true,
 		false,
 	)
 }
 func (ec *executionContext) fieldContext_StepReadiness_blockedReason(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
-	return graphql.NewScalarFieldContext("StepReadiness", field, false, false, "String")
+	return graphql.NewScalarFieldContext("StepReadiness", field, true, true, "String")
 }
 
 func (ec *executionContext) _StepReadiness_dependencyLevel(ctx context.Context, field graphql.CollectedField, obj *store.StepReadiness) (ret graphql.Marshaler) {
@@ -5741,47 +5745,48 @@ func (ec *executionContext) _StepReadiness(ctx context.Context, sel ast.Selectio
 		case "dependenciesSatisfied":
 			out.Values[i] = ec._StepReadiness_dependenciesSatisfied(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "retryEligible":
 			out.Values[i] = ec._StepReadiness_retryEligible(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "readyForExecution":
 			out.Values[i] = ec._StepReadiness_readyForExecution(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "lastFailureAt":
 			out.Values[i] = ec._StepReadiness_lastFailureAt(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "nextRetryAt":
 			out.Values[i] = ec._StepReadiness_nextRetryAt(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "totalParents":
 			out.Values[i] = ec._StepReadiness_totalParents(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "completedParents":
 			out.Values[i] = ec._StepReadiness_completedParents(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "blockedReason":
-			out.Values[i] = ec._StepReadiness_blockedReason(ctx, field, obj)
-			if out.Values[i] == graphql.RequiredNull {
-				out.Invalids++
-			}
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._StepReadiness_blockedReason(ctx, field, obj)
+				})
 		case "dependencyLevel":
 			out.Values[i] = ec._StepReadiness_dependencyLevel(ctx, field, obj)
 			if out.Values[i] == graphql.RequiredNull {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
@@ -6872,18 +6877,6 @@ func (ec *executionContext) marshalOStepReadiness2ᚖgithubᚗcomᚋtaskerdᚋta
 		return graphql.Null
 	}
 	return ec._StepReadiness(ctx, sel, v)
-}
-
-func (ec *executionContext) unmarshalOString2string(ctx context.Context, v any) (string, error) {
-	res, err := graphql.UnmarshalString(v)
-	return res, graphql.ErrorOnPath(ctx, err)
-}
-
-func (ec *executionContext) marshalOString2string(ctx context.Context, sel ast.SelectionSet, v string) graphql.Marshaler {
-	_ = sel
-	_ = ctx
-	res := graphql.MarshalString(v)
-	return res
 }
 
 func (ec *executionContext) unmarshalOString2ᚕstringᚄ(ctx context.Context, v any) ([]string, error) {
