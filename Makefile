@@ -7,13 +7,17 @@ SWAG        := github.com/swaggo/swag/cmd/swag@v1.16.6
 # Where `make swagger` writes the OpenAPI document; the staleness test
 # points it at a temporary folder and compares.
 SWAGGER_OUT ?= docs/swagger
+GQLGEN      := github.com/99designs/gqlgen@v0.17.98
+# The module copy `make graphql` regenerates; the staleness test points it
+# at a temporary copy and compares.
+GRAPHQL_ROOT ?= $(CURDIR)
 PKG         := github.com/taskerd/taskerd
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT      ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS     := -s -w -X $(PKG)/internal/version.Version=$(VERSION) -X $(PKG)/internal/version.Commit=$(COMMIT)
 GOFILES      = $(shell git ls-files --cached --others --exclude-standard '*.go')
 
-.PHONY: dev test build bench check fmt-check vet staticcheck go-test postgres chromium swagger events-doc e2e-ui clean fuzz chaos
+.PHONY: dev test build bench check fmt-check vet staticcheck go-test postgres chromium swagger graphql graphql-check events-doc e2e-ui clean fuzz chaos
 
 ## dev: run taskerd on a private PostgreSQL under ./.taskerd/pg (Ctrl-C stops both)
 dev: postgres build
@@ -55,14 +59,22 @@ swagger:
 		--dir internal/api,internal/registry,internal/health,internal/store,internal/workers,internal/webhooks,internal/events --parseInternal \
 		--overridesFile docs/swagger/overrides.swaggo --packageName swagger --output $(SWAGGER_OUT)
 
+## graphql: regenerate the GraphQL server (internal/graphql/gen, model) from internal/graphql/schema.graphqls
+graphql:
+	cd $(GRAPHQL_ROOT)/internal/graphql && $(GO) run $(GQLGEN) generate
+
+## graphql-check: fail when the generated GraphQL code is not what `make graphql` makes now (CI)
+graphql-check:
+	TASKER_GQLGEN_CHECK=1 $(GO) test -count=1 -run 'TestGenerated' ./internal/graphql/
+
 ## events-doc: regenerate docs/events.md from the event catalog (internal/events); a test fails when it is stale
 events-doc:
 	$(GO) run ./internal/events/gendoc docs/events.md
 
-## e2e-ui: open the Swagger UI in headless Chromium against the real binary (screenshot in .test-output/)
+## e2e-ui: open the Swagger UI and the GraphQL playground in headless Chromium against the real binary (screenshot in .test-output/)
 e2e-ui: postgres chromium
 	@mkdir -p .test-output
-	$(GO) test -count=1 -run 'TestSwaggerUI' -artifacts -outputdir $(CURDIR)/.test-output ./cmd/taskerd/
+	$(GO) test -count=1 -run 'TestSwaggerUI|TestGraphQLPlayground' -artifacts -outputdir $(CURDIR)/.test-output ./cmd/taskerd/
 
 ## bench: every benchmark workload through the real server, PostgreSQL with fsync on (a few minutes)
 bench: postgres build

@@ -298,6 +298,76 @@ const docTemplate = `{
                 "x-permission": "tasker.event:index"
             }
         },
+        "/graphql": {
+            "get": {
+                "description": "An interactive GraphQL IDE (GraphQL Playground) served by taskerd itself, with no CDN: write a query, add {\"Authorization\": \"Bearer …\"} under HTTP HEADERS, run it against POST /graphql. The page is open; the queries it sends are checked like any other.",
+                "produces": [
+                    "text/html"
+                ],
+                "tags": [
+                    "graphql"
+                ],
+                "summary": "GraphQL playground",
+                "responses": {
+                    "200": {
+                        "description": "The playground's HTML page",
+                        "schema": {
+                            "type": "string"
+                        }
+                    }
+                }
+            },
+            "post": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "GraphQL alongside REST (docs/graphql.md): queries tasks (a Relay connection with the list's filters), task, step, handlers and namespaces; mutations createTask, updateTask, cancelTask, retryStep, resolveStep and cancelStep. Each operation needs the permission of its REST twin, scoped by namespace as there (an object outside the caller's scope is NOT_FOUND), and is audited as there. Errors come in GraphQL's format with extensions.code (NOT_FOUND, VALIDATION_FAILED, CONFLICT, FORBIDDEN, UNAUTHENTICATED, …) and extensions.status, the REST twin's status. Queries deeper or costlier than the configured limits are refused before they run. Permission: per operation.",
+                "consumes": [
+                    "application/json"
+                ],
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "graphql"
+                ],
+                "summary": "Run a GraphQL query or mutation",
+                "parameters": [
+                    {
+                        "description": "The query, its variables and operation name",
+                        "name": "request",
+                        "in": "body",
+                        "required": true,
+                        "schema": {
+                            "$ref": "#/definitions/api.GraphQLRequest"
+                        }
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "data and/or errors",
+                        "schema": {
+                            "$ref": "#/definitions/api.GraphQLResponse"
+                        }
+                    },
+                    "401": {
+                        "description": "No valid bearer token (extensions.code UNAUTHENTICATED)",
+                        "schema": {
+                            "$ref": "#/definitions/api.GraphQLResponse"
+                        }
+                    },
+                    "422": {
+                        "description": "A query that does not parse, validate, or fit the depth and complexity limits",
+                        "schema": {
+                            "$ref": "#/definitions/api.GraphQLResponse"
+                        }
+                    }
+                },
+                "x-permission": "per operation"
+            }
+        },
         "/handlers": {
             "get": {
                 "security": [
@@ -3981,6 +4051,55 @@ const docTemplate = `{
                     "description": "Pointer is an RFC 6901 JSON pointer into the request body, e.g. \"/step_templates/3/name\".",
                     "type": "string",
                     "example": "/context/order_id"
+                }
+            }
+        },
+        "api.GraphQLError": {
+            "type": "object",
+            "properties": {
+                "extensions": {
+                    "description": "Extensions carry code (NOT_FOUND, …), status and type (the REST problem type).",
+                    "type": "object",
+                    "additionalProperties": {}
+                },
+                "message": {
+                    "type": "string",
+                    "example": "no such task or step"
+                },
+                "path": {
+                    "type": "array",
+                    "items": {}
+                }
+            }
+        },
+        "api.GraphQLRequest": {
+            "type": "object",
+            "properties": {
+                "operationName": {
+                    "type": "string"
+                },
+                "query": {
+                    "type": "string",
+                    "example": "{ task(id: \"0190f8c4-5a8b-7c3e-9b1a-2f4e6d8c0a1b\") { status steps { name status dependencyLevel } } }"
+                },
+                "variables": {
+                    "type": "object",
+                    "additionalProperties": {}
+                }
+            }
+        },
+        "api.GraphQLResponse": {
+            "type": "object",
+            "properties": {
+                "data": {
+                    "type": "object",
+                    "additionalProperties": {}
+                },
+                "errors": {
+                    "type": "array",
+                    "items": {
+                        "$ref": "#/definitions/api.GraphQLError"
+                    }
                 }
             }
         },

@@ -296,6 +296,9 @@ func (s *authServer) matrixCases() map[string]func() routeCase {
 		"GET /webhooks/{webhook_id}":                             func() routeCase { return routeCase{"/webhooks/" + webhook(), "", 200} },
 		"DELETE /webhooks/{webhook_id}":                          func() routeCase { return routeCase{"/webhooks/" + webhook(), "", 204} },
 		"GET /webhooks/{webhook_id}/deliveries":                  func() routeCase { return routeCase{"/webhooks/" + webhook() + "/deliveries", "", 200} },
+		"POST /graphql":                                          fixed("/graphql", `{"query":"{ namespaces { name } }"}`, 200),
+		"GET /graphql":                                           fixed("/graphql", "", 200),
+		"GET /graphql/{file}":                                    fixed("/graphql/playground.css", "", 200),
 	}
 }
 
@@ -329,8 +332,17 @@ func TestEveryRouteDeclaresItsPermission(t *testing.T) {
 	if len(routes) < 40 {
 		t.Fatalf("only %d routes walked", len(routes))
 	}
-	publicOK := []string{"GET /health/live", "GET /health/ready", "GET /api-docs", "GET /api-docs/*"}
+	publicOK := []string{"GET /health/live", "GET /health/ready", "GET /api-docs", "GET /api-docs/*",
+		"GET /graphql", "GET /graphql/{file}"} // the playground: its queries are checked like any other
 	for key, a := range routes {
+		if a.PerOperation {
+			// The GraphQL endpoint checks and audits each operation with its
+			// REST twin's permission (internal/graphql's auth tests).
+			if key != "POST /graphql" || a.Public || a.Permission != "" || a.Audit {
+				t.Errorf("%s: per-operation access is for POST /graphql alone, with no permission of its own: %+v", key, a)
+			}
+			continue
+		}
 		switch {
 		case a.Public && !slices.Contains(publicOK, key):
 			t.Errorf("%s is public; only %v may be", key, publicOK)
@@ -370,6 +382,9 @@ func TestSpecNamesEachPermission(t *testing.T) {
 			continue
 		}
 		method, path, _ := strings.Cut(key, " ")
+		if a.PerOperation {
+			a.Permission = "per operation"
+		}
 		op := sp.Paths[path][strings.ToLower(method)]
 		if op == nil {
 			t.Errorf("%s: not in the spec", key)
@@ -442,6 +457,12 @@ func TestAuthMatrix(t *testing.T) {
 				}
 				fallthrough
 			case 403, 404:
+				if a.PerOperation && code == 401 {
+					if h.Get("Content-Type") != "application/json" || !bytes.Contains(body, []byte(`"UNAUTHENTICATED"`)) {
+						t.Errorf("%s with %s: not GraphQL's error: %s %s", key, who, h.Get("Content-Type"), body)
+					}
+					return
+				}
 				if h.Get("Content-Type") != "application/problem+json" {
 					t.Errorf("%s with %s: %d as %s", key, who, code, h.Get("Content-Type"))
 				}
@@ -460,6 +481,13 @@ func TestAuthMatrix(t *testing.T) {
 		}
 		for _, b := range bad {
 			check(b.name, b.token, http.StatusUnauthorized)
+		}
+		if a.PerOperation {
+			// Past authentication, each GraphQL operation answers for itself
+			// (internal/graphql's TestAuthMatrix); the endpoint answers 200.
+			check("a token without any permission", powerless, rc.ok)
+			check("the right token", right, rc.ok)
+			continue
 		}
 		check("a token without the permission", powerless, http.StatusForbidden)
 		check("the permission in another namespace", elsewhere, elsewhereWants(key, a))

@@ -52,6 +52,11 @@ type Access struct {
 	// Audit records every call in the audit trail; refused calls are
 	// recorded on every route.
 	Audit bool
+	// PerOperation routes (the GraphQL endpoint) only authenticate here:
+	// the handler checks, scopes and audits each operation of the request
+	// with its REST twin's permission. A caller without a valid token gets
+	// a 401 in GraphQL's error format.
+	PerOperation bool
 }
 
 // guardedRoute is a route's handler behind its access check; the router
@@ -122,8 +127,12 @@ func (g *guardedRoute) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.next(w, r)
 		return
 	}
-	p, ok := g.guard.authenticate(w, r)
+	p, ok := g.guard.authenticate(w, r, g.access.PerOperation)
 	if !ok {
+		return
+	}
+	if g.access.PerOperation {
+		g.next(w, r.WithContext(auth.WithPrincipal(r.Context(), p)))
 		return
 	}
 	perm := g.access.Permission
@@ -186,8 +195,9 @@ func cmpStatus(s int) int {
 	return s
 }
 
-// authenticate returns the caller, or answers 401 and returns false.
-func (g *guard) authenticate(w http.ResponseWriter, r *http.Request) (*auth.Principal, bool) {
+// authenticate returns the caller, or answers 401 (in GraphQL's format
+// when asked) and returns false.
+func (g *guard) authenticate(w http.ResponseWriter, r *http.Request, graphQL bool) (*auth.Principal, bool) {
 	if g.verifier == nil {
 		return auth.Anonymous(), true
 	}
@@ -216,6 +226,10 @@ func (g *guard) authenticate(w http.ResponseWriter, r *http.Request) (*auth.Prin
 		slog.String(LogKeyError, te.Error()),
 	)
 	w.Header().Set("WWW-Authenticate", challenge)
+	if graphQL {
+		writeGraphQLUnauthenticated(w, r)
+		return nil, false
+	}
 	WriteProblem(w, r, Unauthorized())
 	return nil, false
 }

@@ -64,6 +64,9 @@ type Config struct {
 	HealthStatusAuth bool
 	// MetricsAuth makes /metrics need tasker.metrics:index (TASKER_METRICS_AUTH).
 	MetricsAuth bool
+	// GraphQL serves /graphql and its playground (internal/graphql); nil
+	// leaves them out.
+	GraphQL GraphQLService
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -170,6 +173,11 @@ func routeTable(cfg Config, logger *slog.Logger) []Route {
 		add(http.MethodGet, "/webhooks/{webhook_id}", global(auth.WebhookShow), wh.show)
 		add(http.MethodDelete, "/webhooks/{webhook_id}", Access{Permission: auth.WebhookDestroy, Global: true, Audit: true}, wh.remove)
 		add(http.MethodGet, "/webhooks/{webhook_id}/deliveries", global(auth.WebhookShow), wh.deliveries)
+	}
+	if g := cfg.GraphQL; g != nil { // graphql.go: each operation checks its REST twin's permission
+		add(http.MethodPost, "/graphql", Access{PerOperation: true}, graphqlQuery(g))
+		add(http.MethodGet, "/graphql", public, graphqlPlayground(g))
+		add(http.MethodGet, "/graphql/{file}", public, g.PlaygroundAsset)
 	}
 	if cfg.Telemetry != nil {
 		add(http.MethodGet, "/metrics", Access{Permission: auth.MetricsIndex, Global: true, Public: !cfg.MetricsAuth},

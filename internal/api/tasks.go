@@ -27,13 +27,6 @@ const CorrelationHeader = "X-Correlation-ID"
 // taskStates are the states a task or step can be in.
 var taskStates = []string{"pending", "in_progress", "complete", "error", "cancelled", "resolved_manually"}
 
-// Limits on the annotations a client sets.
-const (
-	maxTags      = 100
-	maxTagLen    = 255
-	maxReasonLen = 4096
-)
-
 type taskHandlers struct {
 	engine *engine.Engine
 	// registry finds a task's template schema, to redact its sensitive
@@ -106,34 +99,27 @@ func (h *taskHandlers) create(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, r, h.logger, err)
 		return
 	}
-	var problems []FieldError
-	if body.Name == "" {
-		problems = append(problems, FieldError{Pointer: "/name", Detail: "name is required"})
-	}
-	if body.Namespace == "" {
-		body.Namespace = "default"
-	}
-	if len(body.Context) > 0 && body.Context[0] != '{' && string(body.Context) != "null" {
-		problems = append(problems, FieldError{Pointer: "/context", Detail: "context must be a JSON object"})
-	}
-	if body.Priority < -1000 || body.Priority > 1000 {
-		problems = append(problems, FieldError{Pointer: "/priority", Detail: "priority must be between -1000 and 1000"})
-	}
-	problems = append(problems, checkTags(body.Tags)...)
 	key := body.IdempotencyKey
+	var headerProblems []FieldError
 	if hk := r.Header.Get("Idempotency-Key"); hk != "" {
 		if key != "" && key != hk {
-			problems = append(problems, FieldError{Pointer: "/idempotency_key", Detail: "differs from the Idempotency-Key header"})
+			headerProblems = append(headerProblems, FieldError{Pointer: "/idempotency_key", Detail: "differs from the Idempotency-Key header"})
 		}
 		key = hk
 	}
-	if len(key) > 255 {
-		problems = append(problems, FieldError{Pointer: "/idempotency_key", Detail: "at most 255 characters"})
+	req := engine.CreateTaskRequest{
+		Namespace: body.Namespace, Name: body.Name, Version: body.Version, Context: body.Context,
+		Initiator: body.Initiator, SourceSystem: body.SourceSystem, Reason: body.Reason, Tags: body.Tags,
+		Priority: body.Priority, RunAt: body.RunAt, BypassSteps: body.BypassSteps, IdempotencyKey: key,
+		Traceparent: r.Header.Get("traceparent"),
 	}
-	if len(problems) > 0 {
+	// The rules are the engine's, shared with GraphQL's createTask.
+	problems := fieldErrors(engine.PrepareCreateTask(&req))
+	if problems = append(problems, headerProblems...); len(problems) > 0 {
 		WriteProblem(w, r, ValidationFailed("the task request is not valid", problems...))
 		return
 	}
+	body.Namespace = req.Namespace
 	// The namespace is the caller's own choice here, so refusing it leaks
 	// nothing: 403, not the 404 of an object addressed by id.
 	if !can(r, auth.TaskCreate, body.Namespace) {
@@ -146,12 +132,8 @@ func (h *taskHandlers) create(w http.ResponseWriter, r *http.Request) {
 		correlation = uuid.Must(uuid.NewV7()).String()
 	}
 	w.Header().Set(CorrelationHeader, correlation)
-	view, created, err := h.engine.CreateTask(r.Context(), engine.CreateTaskRequest{
-		Namespace: body.Namespace, Name: body.Name, Version: body.Version, Context: body.Context,
-		Initiator: body.Initiator, SourceSystem: body.SourceSystem, Reason: body.Reason, Tags: body.Tags,
-		Priority: body.Priority, RunAt: body.RunAt, BypassSteps: body.BypassSteps, IdempotencyKey: key,
-		CorrelationID: correlation, Traceparent: r.Header.Get("traceparent"),
-	})
+	req.CorrelationID = correlation
+	view, created, err := h.engine.CreateTask(r.Context(), req)
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -170,16 +152,11 @@ func (h *taskHandlers) create(w http.ResponseWriter, r *http.Request) {
 	WriteJSON(w, status, out)
 }
 
-// checkTags refuses empty, overlong and too many tags.
-func checkTags(tags []string) []FieldError {
+// fieldErrors turns the engine's field errors into the problem's.
+func fieldErrors(in []engine.FieldError) []FieldError {
 	var out []FieldError
-	if len(tags) > maxTags {
-		out = append(out, FieldError{Pointer: "/tags", Detail: fmt.Sprintf("at most %d tags", maxTags)})
-	}
-	for i, tag := range tags {
-		if tag == "" || len(tag) > maxTagLen {
-			out = append(out, FieldError{Pointer: fmt.Sprintf("/tags/%d", i), Detail: fmt.Sprintf("a tag is 1 to %d characters", maxTagLen)})
-		}
+	for _, e := range in {
+		out = append(out, FieldError{Pointer: e.Pointer, Detail: e.Message})
 	}
 	return out
 }
@@ -297,17 +274,7 @@ func (h *taskHandlers) update(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, r, h.logger, err)
 		return
 	}
-	var problems []FieldError
-	if body.Reason == nil && body.Tags == nil {
-		problems = append(problems, FieldError{Pointer: "", Detail: "nothing to change: send reason, tags or both"})
-	}
-	if body.Reason != nil && len(*body.Reason) > maxReasonLen {
-		problems = append(problems, FieldError{Pointer: "/reason", Detail: fmt.Sprintf("at most %d bytes", maxReasonLen)})
-	}
-	if body.Tags != nil {
-		problems = append(problems, checkTags(*body.Tags)...)
-	}
-	if len(problems) > 0 {
+	if problems := fieldErrors(engine.CheckTaskEdit(body.Reason, body.Tags)); len(problems) > 0 {
 		WriteProblem(w, r, ValidationFailed("the task update is not valid", problems...))
 		return
 	}

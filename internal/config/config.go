@@ -31,6 +31,8 @@ type Config struct {
 	DBSchema              string
 	DBMaxConns            int32
 	MaxBodyBytes          int64
+	GraphQLMaxDepth       int
+	GraphQLMaxComplexity  int
 	Env                   string
 	TemplatesDir          string
 	Migrate               bool
@@ -148,6 +150,18 @@ var Settings = []Setting{
 		set: func(c *Config, v string) error {
 			n, err := intIn(v, 1024, 1<<30)
 			c.MaxBodyBytes = int64(n)
+			return err
+		}},
+	{Flag: "graphql-max-depth", Env: "TASKER_GRAPHQL_MAX_DEPTH", Default: "10", Usage: "deepest nesting of a GraphQL query's selections",
+		set: func(c *Config, v string) error {
+			n, err := intIn(v, 2, 100)
+			c.GraphQLMaxDepth = n
+			return err
+		}},
+	{Flag: "graphql-max-complexity", Env: "TASKER_GRAPHQL_MAX_COMPLEXITY", Default: "20000", Usage: "highest estimated cost of a GraphQL query",
+		set: func(c *Config, v string) error {
+			n, err := intIn(v, 10, 10_000_000)
+			c.GraphQLMaxComplexity = n
 			return err
 		}},
 	{Flag: "env", Env: "TASKER_ENV", Usage: "environment name that selects a template's environments overlay",

@@ -23,6 +23,7 @@ import (
 	"github.com/taskerd/taskerd/internal/config"
 	"github.com/taskerd/taskerd/internal/engine"
 	"github.com/taskerd/taskerd/internal/events"
+	"github.com/taskerd/taskerd/internal/graphql"
 	"github.com/taskerd/taskerd/internal/handler"
 	"github.com/taskerd/taskerd/internal/health"
 	"github.com/taskerd/taskerd/internal/leadership"
@@ -186,9 +187,15 @@ func New(cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	gql, err := graphql.New(graphql.Config{Engine: eng, Store: st, Registry: reg,
+		MaxDepth: s.GraphQLMaxDepth, MaxComplexity: s.GraphQLMaxComplexity, Logger: logger})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	routes, err := api.New(api.Config{Health: checker, Registry: reg, Engine: eng, Store: st, Workers: remote, MaxBodyBytes: s.MaxBodyBytes,
 		CORSOrigins: s.CORSOrigins, Telemetry: obs.tel, Webhooks: obs.webhooks, Verifier: verifier,
-		HealthStatusAuth: s.HealthStatusAuth, MetricsAuth: s.MetricsAuth, Logger: logger})
+		HealthStatusAuth: s.HealthStatusAuth, MetricsAuth: s.MetricsAuth, GraphQL: gql, Logger: logger})
 	if err != nil {
 		st.Close()
 		return nil, err

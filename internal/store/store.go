@@ -45,6 +45,9 @@ type Config struct {
 	// step (TASKER_MAX_RESULT_BYTES, as the engine caps a handler's);
 	// larger fails the step for good. Default DefaultMaxResultBytes.
 	MaxResultBytes int
+	// Tracer sees every statement the pool sends; nil: none. Tests count
+	// queries with it (the GraphQL API's batching is asserted that way).
+	Tracer pgx.QueryTracer
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -84,6 +87,9 @@ func New(cfg Config) (*Store, error) {
 	// analytic queries, which taskerd does not run on its pool.
 	if _, set := poolCfg.ConnConfig.RuntimeParams["jit"]; !set {
 		poolCfg.ConnConfig.RuntimeParams["jit"] = "off"
+	}
+	if cfg.Tracer != nil {
+		poolCfg.ConnConfig.Tracer = cfg.Tracer
 	}
 	poolCfg.MaxConns = cmp.Or(cfg.MaxConns, 20)
 	poolCfg.MinConns = 0
