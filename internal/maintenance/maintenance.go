@@ -27,7 +27,7 @@ const (
 	DefaultRetentionAudit      = 365 * 24 * time.Hour
 	DefaultRetentionDeliveries = 7 * 24 * time.Hour
 	DefaultRetentionWorkers    = 24 * time.Hour
-	DefaultBatchSize           = 500
+	DefaultBatchSize           = 200
 	// A pass stops deleting after this long and goes on at the next
 	// interval: a backlog of millions never holds the leader for long.
 	DefaultPassBudget = 20 * time.Second
