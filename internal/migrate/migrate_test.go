@@ -61,8 +61,11 @@ var wantObjects = map[string]string{
 	"task_status_counts":        "view",
 	"get_system_health_counts":  "function",
 	// 00009: the cascade from steps and tasks to their transitions.
-	"delete_step_transitions":  "function",
-	"delete_task_transitions":  "function",
+	"delete_step_transitions": "function",
+	"delete_task_transitions": "function",
+	// 00014: the cascade from tasks to steps and from steps to edges.
+	"delete_task_steps":        "function",
+	"delete_step_edges":        "function",
 	"task_transition_is_legal": "function",
 	"step_transition_is_legal": "function",
 	// Tasker's analysis functions (00003).

@@ -2,8 +2,7 @@ package store
 
 import (
 	"context"
-	"errors"
-	"sync"
+	"encoding/json"
 	"time"
 
 	"github.com/google/uuid"
@@ -11,23 +10,23 @@ import (
 )
 
 // Task creates are group-committed. A create is small (a task, its steps,
-// edges and transitions: one statement), and alone it pays a round trip, a
+// edges and transitions), and alone it pays a statement, a round trip, a
 // commit and a WAL flush of its own; under concurrent API traffic those
 // dominate. Creates that arrive while others are being written wait in a
 // queue, and each writer takes everything queued (up to maxCreateBatch)
-// into ONE transaction: the statements travel pipelined in one round trip,
-// then one commit. Every task keeps its own statement, so an idempotency
-// key behaves exactly as alone. If the batch fails as a whole (one bad
-// create aborts the transaction), each create is retried alone, so one
-// request's error never becomes its neighbours'.
+// and writes it with ONE set-based statement (task_create.sql) in one
+// transaction, reading the new tasks back in the same round trip when
+// asked. An idempotency key behaves exactly as alone: the conflicting
+// task's insert is a no-op. If the batch fails as a whole (one bad create
+// aborts the statement), each create is retried alone, so one request's
+// error never becomes its neighbours'.
 const (
 	maxCreateBatch = 64
 	createWriters  = 2 // one batch commits while the next is written
 )
 
 type createReq struct {
-	args     []any
-	inTx     func(ctx context.Context, tx Tx, taskID uuid.UUID) error
+	task     *NewTask
 	readBack bool // also read the new task and its steps, in the same pipeline
 	done     chan createResult
 }
@@ -40,41 +39,23 @@ type createResult struct {
 }
 
 type createBatcher struct {
-	s       *Store
-	queue   chan *createReq
-	once    sync.Once
-	stop    chan struct{}
-	writers sync.WaitGroup
-	mu      sync.RWMutex // held to enqueue; close takes it to refuse new creates
-	closed  bool
+	s     *Store
+	group *groupWriter[*createReq]
 }
 
 func newCreateBatcher(s *Store) *createBatcher {
-	return &createBatcher{s: s, queue: make(chan *createReq, 4*maxCreateBatch), stop: make(chan struct{})}
+	b := &createBatcher{s: s}
+	b.group = newGroupWriter(maxCreateBatch, createWriters, b.writeBatch)
+	return b
 }
 
 // create writes one task through the queue and returns its id, or
 // pgx.ErrNoRows when its idempotency key already exists.
-func (b *createBatcher) create(ctx context.Context, args []any, inTx func(context.Context, Tx, uuid.UUID) error, readBack bool) (createResult, error) {
-	b.once.Do(func() {
-		for range createWriters {
-			b.writers.Add(1)
-			go b.write()
-		}
-	})
-	req := &createReq{args: args, inTx: inTx, readBack: readBack, done: make(chan createResult, 1)}
-	b.mu.RLock()
-	if b.closed {
-		b.mu.RUnlock()
-		return createResult{}, errStoreClosed
+func (b *createBatcher) create(ctx context.Context, t *NewTask, readBack bool) (createResult, error) {
+	req := &createReq{task: t, readBack: readBack, done: make(chan createResult, 1)}
+	if err := b.group.submit(ctx, req); err != nil {
+		return createResult{}, err
 	}
-	select {
-	case b.queue <- req:
-	case <-ctx.Done():
-		b.mu.RUnlock()
-		return createResult{}, ctx.Err()
-	}
-	b.mu.RUnlock()
 	select {
 	case r := <-req.done:
 		return r, r.err
@@ -85,26 +66,77 @@ func (b *createBatcher) create(ctx context.Context, args []any, inTx func(contex
 	}
 }
 
-func (b *createBatcher) write() {
-	defer b.writers.Done()
-	for {
-		var first *createReq
-		select {
-		case first = <-b.queue:
-		case <-b.stop:
-			return
+// createArgs are task_create.sql's parameters for tasks: parallel arrays,
+// one element per task, per step and per edge.
+func createArgs(tasks []*NewTask) []any {
+	var nSteps, nEdges int
+	for _, t := range tasks {
+		nSteps += len(t.Steps)
+		nEdges += len(t.Edges)
+	}
+	n := len(tasks)
+	var (
+		taskIDs                      = make([]uuid.UUID, n)
+		namedTaskIDs                 = make([]int64, n)
+		namespaces, names, versions  = make([]string, n), make([]string, n), make([]string, n)
+		contexts, tags               = make([]string, n), make([]string, n)
+		initiators, sources, reasons = make([]*string, n), make([]*string, n), make([]*string, n)
+		keys, hashes                 = make([]*string, n), make([]*string, n)
+		priorities                   = make([]int32, n)
+		runAts                       = make([]*time.Time, n)
+		correlations, traceparents   = make([]*string, n), make([]*string, n)
+		totals, unfinisheds          = make([]int32, n), make([]int32, n)
+		actors                       = make([]*string, n)
+		stepIDs, stepTasks           = make([]uuid.UUID, 0, nSteps), make([]uuid.UUID, 0, nSteps)
+		namedStepIDs                 = make([]int64, 0, nSteps)
+		stepNames, handlers, queues  = make([]string, 0, nSteps), make([]string, 0, nSteps), make([]string, 0, nSteps)
+		limits, ords, parents        = make([]int32, 0, nSteps), make([]int32, 0, nSteps), make([]int32, 0, nSteps)
+		retryable, skippable, bypass = make([]bool, 0, nSteps), make([]bool, 0, nSteps), make([]bool, 0, nSteps)
+		inputs                       = make([]*string, 0, nSteps)
+		edgeFrom, edgeTo, edgeTasks  = make([]uuid.UUID, 0, nEdges), make([]uuid.UUID, 0, nEdges), make([]uuid.UUID, 0, nEdges)
+	)
+	for i, t := range tasks {
+		taskIDs[i], namedTaskIDs[i], namespaces[i], names[i], versions[i] = t.TaskID, t.NamedTaskID, t.Namespace, t.Name, t.Version
+		contexts[i] = string(t.Context)
+		if contexts[i] == "" {
+			contexts[i] = "{}"
 		}
-		batch := []*createReq{first}
-	drain:
-		for len(batch) < maxCreateBatch {
-			select {
-			case r := <-b.queue:
-				batch = append(batch, r)
-			default:
-				break drain
+		tagJSON, _ := json.Marshal(t.Tags) // strings always marshal
+		if t.Tags == nil {
+			tagJSON = []byte("[]")
+		}
+		tags[i] = string(tagJSON)
+		initiators[i], sources[i], reasons[i] = nullable(t.Initiator), nullable(t.SourceSystem), nullable(t.Reason)
+		keys[i], hashes[i] = nullable(t.IdempotencyKey), nullable(t.RequestHash)
+		priorities[i], runAts[i] = int32(t.Priority), t.RunAt
+		correlations[i], traceparents[i] = nullable(t.CorrelationID), nullable(t.Traceparent)
+		totals[i], actors[i] = int32(len(t.Steps)), nullable(t.Actor)
+		for j, st := range t.Steps {
+			stepIDs, stepTasks, namedStepIDs = append(stepIDs, st.StepID), append(stepTasks, t.TaskID), append(namedStepIDs, st.NamedStepID)
+			stepNames, handlers, queues = append(stepNames, st.Name), append(handlers, st.Handler), append(queues, st.Queue)
+			limits, ords, parents = append(limits, int32(st.RetryLimit)), append(ords, int32(j)), append(parents, int32(st.UnfinishedParents))
+			retryable, skippable, bypass = append(retryable, st.Retryable), append(skippable, st.Skippable), append(bypass, st.Bypassed)
+			var in *string
+			if st.Inputs != nil {
+				s := string(st.Inputs)
+				in = &s
+			}
+			inputs = append(inputs, in)
+			if !st.Bypassed {
+				unfinisheds[i]++
 			}
 		}
-		b.writeBatch(batch)
+		for _, e := range t.Edges {
+			edgeFrom, edgeTo, edgeTasks = append(edgeFrom, e.From), append(edgeTo, e.To), append(edgeTasks, t.TaskID)
+		}
+	}
+	return []any{
+		taskIDs, namedTaskIDs, namespaces, names, versions, contexts, initiators, sources, reasons, tags,
+		keys, hashes, priorities, runAts, correlations, traceparents, totals, unfinisheds, actors,
+		stepIDs, namedStepIDs, stepTasks, stepNames, handlers, queues, limits, retryable, skippable, ords, bypass,
+		inputs, parents,
+		edgeFrom, edgeTo, edgeTasks,
+		tasks[0].Stagger.Microseconds(),
 	}
 }
 
@@ -116,33 +148,47 @@ func (b *createBatcher) writeBatch(batch []*createReq) {
 	defer cancel()
 	results := make([]createResult, len(batch))
 	err := b.s.inTx(ctx, "create task", func(tx pgx.Tx) error {
-		var pb pgx.Batch
+		tasks := make([]*NewTask, len(batch))
+		var readIDs []uuid.UUID
 		for i, r := range batch {
-			results[i] = createResult{}
-			pb.Queue(taskCreateSQL, r.args...).QueryRow(func(row pgx.Row) error {
-				err := row.Scan(&results[i].id)
-				if errors.Is(err, pgx.ErrNoRows) {
-					results[i].err = err // the idempotency key exists: the caller looks it up
-					return nil
-				}
-				return err
-			})
-			if !r.readBack {
-				continue
+			tasks[i] = r.task
+			results[i] = createResult{err: pgx.ErrNoRows} // until the statement names it: the key exists
+			if r.readBack {
+				readIDs = append(readIDs, r.task.TaskID)
 			}
-			// Read in the same transaction, so the rows are the ones just
-			// written; no row when the idempotency key already existed.
-			id := r.args[0]
-			pb.Queue(taskGetSQL, id).QueryRow(func(row pgx.Row) error {
-				t, err := scanTask(row)
-				if errors.Is(err, pgx.ErrNoRows) {
-					return nil
-				}
-				results[i].task = t
-				return err
+		}
+		index := make(map[uuid.UUID]int, len(batch))
+		for i, t := range tasks {
+			index[t.TaskID] = i
+		}
+		var pb pgx.Batch
+		pb.Queue(taskCreateSQL, createArgs(tasks)...).Query(func(rows pgx.Rows) error {
+			var id uuid.UUID
+			_, err := pgx.ForEachRow(rows, []any{&id}, func() error {
+				results[index[id]] = createResult{id: id}
+				return nil
 			})
-			pb.Queue(stepsOfTaskSQL, id, nil).Query(func(rows pgx.Rows) (err error) {
-				results[i].steps, err = pgx.CollectRows(rows, scanStep)
+			return err
+		})
+		if len(readIDs) > 0 {
+			// Read in the same transaction, so the rows are the ones just
+			// written; no row for a task whose idempotency key existed.
+			pb.Queue(tasksByIDSQL, readIDs).Query(func(rows pgx.Rows) error {
+				for rows.Next() {
+					t, err := scanTask(rows)
+					if err != nil {
+						return err
+					}
+					results[index[t.TaskID]].task = t
+				}
+				return rows.Err()
+			})
+			pb.Queue(stepsOfTasksSQL, readIDs).Query(func(rows pgx.Rows) error {
+				steps, err := pgx.CollectRows(rows, scanStep)
+				for _, st := range steps {
+					r := &results[index[st.TaskID]]
+					r.steps = append(r.steps, st)
+				}
 				return err
 			})
 		}
@@ -150,8 +196,8 @@ func (b *createBatcher) writeBatch(batch []*createReq) {
 			return err
 		}
 		for i, r := range batch {
-			if r.inTx != nil && results[i].err == nil {
-				if err := r.inTx(ctx, Tx{tx}, results[i].id); err != nil {
+			if r.task.InTx != nil && results[i].err == nil {
+				if err := r.task.InTx(ctx, Tx{tx}, results[i].id); err != nil {
 					return err
 				}
 			}
@@ -170,29 +216,5 @@ func (b *createBatcher) writeBatch(batch []*createReq) {
 	}
 	for _, r := range batch {
 		b.writeBatch([]*createReq{r})
-	}
-}
-
-var errStoreClosed = errors.New("store is closed")
-
-// close refuses new creates, stops the writers, and writes the creates
-// already accepted. Safe twice.
-func (b *createBatcher) close() {
-	b.mu.Lock()
-	if b.closed {
-		b.mu.Unlock()
-		return
-	}
-	b.closed = true
-	b.mu.Unlock()
-	close(b.stop)
-	b.writers.Wait()
-	for {
-		select {
-		case r := <-b.queue:
-			b.writeBatch([]*createReq{r})
-		default:
-			return
-		}
 	}
 }

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 
@@ -153,5 +154,96 @@ func TestCreateTaskReadReturnsTheWrittenRows(t *testing.T) {
 	read, id, created, err = s.CreateTaskRead(ctx, again)
 	if err != nil || created || id != nt.TaskID || read != nil {
 		t.Fatalf("repeat: %v %v %v %v", read, id, created, err)
+	}
+}
+
+// TestConcurrentCreateReadsGetTheirOwnRows creates many tasks at once (so
+// they share set-based batches), each with its own tags, context, actor,
+// bypassed step and idempotency key: every caller reads back exactly its
+// task and steps, equal to what a later read finds, with its own
+// transitions.
+func TestConcurrentCreateReadsGetTheirOwnRows(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dsn := testdb.New(t)
+	conn := connect(t, dsn)
+	s := newStore(t, dsn)
+	f := newFixture(t, conn)
+
+	const n = 60
+	var wg sync.WaitGroup
+	reads := make([]*store.TaskRead, n)
+	tasks := make([]store.NewTask, n)
+	errs := make([]error, n)
+	for i := range n {
+		nt, _ := diamond(f, fmt.Sprintf("key-%d", i))
+		nt.Context = fmt.Appendf(nil, `{"order":%d}`, i)
+		nt.Tags = []string{fmt.Sprintf("t%d", i), "shared"}
+		nt.Actor = fmt.Sprintf("user-%d", i)
+		if i%2 == 0 {
+			nt.Tags = nil
+		}
+		if i%3 == 0 {
+			nt.Steps[2].Bypassed = true // c
+			nt.Steps[3].UnfinishedParents = 1
+		}
+		tasks[i] = nt
+	}
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			reads[i], _, _, errs[i] = s.CreateTaskRead(ctx, tasks[i])
+		}()
+	}
+	wg.Wait()
+	for i := range n {
+		if errs[i] != nil || reads[i] == nil {
+			t.Fatalf("create %d: %v", i, errs[i])
+		}
+		got := reads[i]
+		if got.Task.TaskID != tasks[i].TaskID || string(got.Task.Context) != fmt.Sprintf(`{"order": %d}`, i) {
+			t.Fatalf("create %d read back task %s with context %s", i, got.Task.TaskID, got.Task.Context)
+		}
+		wantTags := []string{fmt.Sprintf("t%d", i), "shared"}
+		if i%2 == 0 {
+			wantTags = []string{}
+		}
+		if fmt.Sprint(got.Task.Tags) != fmt.Sprint(wantTags) {
+			t.Errorf("create %d: tags %q, want %q", i, got.Task.Tags, wantTags)
+		}
+		wantUnfinished := 4
+		if i%3 == 0 {
+			wantUnfinished = 3
+		}
+		if got.Task.TotalSteps != 4 || got.Task.UnfinishedSteps != wantUnfinished {
+			t.Errorf("create %d: %d steps, %d unfinished, want 4 and %d", i, got.Task.TotalSteps, got.Task.UnfinishedSteps, wantUnfinished)
+		}
+		later, err := s.GetTask(ctx, got.Task.TaskID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(*later) != fmt.Sprint(*got.Task) {
+			t.Errorf("create %d: read back %+v, later read %+v", i, *got.Task, *later)
+		}
+		steps, err := s.StepsOfTasks(ctx, []uuid.UUID{got.Task.TaskID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(steps) != fmt.Sprint(got.Steps) {
+			t.Errorf("create %d: steps read back %+v, later %+v", i, got.Steps, steps)
+		}
+		var transitions, actors int
+		must(t, conn.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE actor = $2)
+			FROM (SELECT actor FROM workflow_step_transitions WHERE task_id = $1
+			      UNION ALL SELECT actor FROM task_transitions WHERE task_id = $1) x`,
+			got.Task.TaskID, tasks[i].Actor).Scan(&transitions, &actors))
+		wantTransitions := 5 // four steps and the task
+		if i%3 == 0 {
+			wantTransitions = 6 // and c's pending → resolved_manually
+		}
+		if transitions != wantTransitions || actors != transitions {
+			t.Errorf("create %d: %d transitions (%d by its actor), want %d", i, transitions, actors, wantTransitions)
+		}
 	}
 }

@@ -59,6 +59,7 @@ type Store struct {
 	logger         *slog.Logger
 	maxResultBytes int
 	creates        *createBatcher
+	audits         *groupWriter[*auditReq]
 }
 
 // DefaultMaxResultBytes is the default of Config.MaxResultBytes, the
@@ -91,6 +92,10 @@ func New(cfg Config) (*Store, error) {
 	if cfg.Tracer != nil {
 		poolCfg.ConnConfig.Tracer = cfg.Tracer
 	}
+	poolCfg.AfterConnect = func(_ context.Context, conn *pgx.Conn) error {
+		registerUUID(conn)
+		return nil
+	}
 	poolCfg.MaxConns = cmp.Or(cfg.MaxConns, 20)
 	poolCfg.MinConns = 0
 	if poolCfg.ConnConfig.ConnectTimeout == 0 {
@@ -103,12 +108,15 @@ func New(cfg Config) (*Store, error) {
 	s := &Store{pool: pool, schema: schema, logger: cmp.Or(cfg.Logger, slog.Default()),
 		maxResultBytes: cmp.Or(cfg.MaxResultBytes, DefaultMaxResultBytes)}
 	s.creates = newCreateBatcher(s)
+	// One writer: audit ids follow the order events were recorded.
+	s.audits = newGroupWriter(maxAuditBatch, 1, s.writeAudits)
 	return s, nil
 }
 
 // Close closes every connection.
 func (s *Store) Close() {
-	s.creates.close()
+	s.creates.group.close()
+	s.audits.close()
 	s.pool.Close()
 }
 

@@ -89,54 +89,9 @@ var taskByIdempotencyKeySQL string
 // returns the existing task and created=false; by a different request, an
 // *IdempotencyConflictError.
 func (s *Store) CreateTask(ctx context.Context, t NewTask) (taskID uuid.UUID, created bool, err error) {
-	n := len(t.Steps)
-	ids := make([]uuid.UUID, n)
-	namedIDs := make([]int64, n)
-	names := make([]string, n)
-	handlers := make([]string, n)
-	queues := make([]string, n)
-	limits := make([]int32, n)
-	retryable := make([]bool, n)
-	skippable := make([]bool, n)
-	bypassed := make([]bool, n)
-	inputs := make([]*string, n)
-	parents := make([]int32, n)
-	unfinished := 0
-	for i, st := range t.Steps {
-		ids[i], namedIDs[i], names[i], handlers[i], queues[i] = st.StepID, st.NamedStepID, st.Name, st.Handler, st.Queue
-		limits[i], retryable[i], skippable[i], bypassed[i] = int32(st.RetryLimit), st.Retryable, st.Skippable, st.Bypassed
-		parents[i] = int32(st.UnfinishedParents)
-		if st.Inputs != nil {
-			in := string(st.Inputs)
-			inputs[i] = &in
-		}
-		if !st.Bypassed {
-			unfinished++
-		}
-	}
-	from := make([]uuid.UUID, len(t.Edges))
-	to := make([]uuid.UUID, len(t.Edges))
-	for i, e := range t.Edges {
-		from[i], to[i] = e.From, e.To
-	}
-	ctxJSON := string(t.Context)
-	if ctxJSON == "" {
-		ctxJSON = "{}"
-	}
-	tags := t.Tags
-	if tags == nil {
-		tags = []string{}
-	}
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	args := []any{
-		t.TaskID, t.NamedTaskID, t.Namespace, t.Name, t.Version, ctxJSON, nullable(t.Initiator),
-		nullable(t.SourceSystem), nullable(t.Reason), tags, nullable(t.IdempotencyKey), nullable(t.RequestHash),
-		t.Priority, t.RunAt, nullable(t.CorrelationID), nullable(t.Traceparent), n, unfinished,
-		ids, namedIDs, names, handlers, queues, limits, retryable, skippable, bypassed, inputs, parents,
-		t.Stagger.Microseconds(), from, to, nullable(t.Actor),
-	}
-	res, err := s.creates.create(ctx, args, t.InTx, t.readBack != nil)
+	res, err := s.creates.create(ctx, &t, t.readBack != nil)
 	taskID = res.id
 	if err == nil {
 		if t.readBack != nil {

@@ -9,6 +9,7 @@ SELECT w.workflow_step_id, w.task_id, w.name, w.handler, w.queue, w.status, w.at
                       -- a primary-key lookup per edge, never a scan (see steps_claim.sql)
                       LATERAL (SELECT name FROM workflow_steps p WHERE p.workflow_step_id = e.from_step_id OFFSET 0) p
                  WHERE e.to_step_id = w.workflow_step_id), '{}') AS parents
-FROM workflow_steps w
-WHERE w.task_id = ANY($1::uuid[])
+-- One index lookup per task (OFFSET 0 keeps them apart; see tasks_by_id.sql).
+FROM (SELECT DISTINCT unnest($1::uuid[]) AS id) i,
+     LATERAL (SELECT * FROM workflow_steps w WHERE w.task_id = i.id OFFSET 0) w
 ORDER BY w.task_id, w.workflow_step_id

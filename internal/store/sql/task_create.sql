@@ -1,24 +1,44 @@
--- Creates a task with all its steps, edges and initial transitions in ONE
--- statement (set-based: a 10,000-step task is still one round trip).
--- Foreign keys between the sibling CTEs are checked at the end of the
--- statement, when every row exists.
--- An idempotency key already used for this namespace/name makes the task
--- insert a no-op; the steps then join zero rows and nothing is written.
+-- Creates a batch of tasks with all their steps, edges and initial
+-- transitions in ONE statement (set-based: a group-committed batch of
+-- creates, or one 10,000-step task, is still one statement and one round
+-- trip). Tasks come as parallel arrays $1–$19, one element per task;
+-- steps as $20–$32, one element per step, each naming its task; edges as
+-- $33–$35. Tags travel as one JSON array per task (arrays of arrays must
+-- be rectangular).
+-- An idempotency key already used for a task's namespace/name makes its
+-- insert a no-op; its steps then join no task and nothing of it is
+-- written. The result names the tasks inserted.
 -- Root steps become runnable at run_at (or now), each a few microseconds
--- after the previous one ($30 = stagger): a task with thousands of roots
--- then interleaves with tasks created just after it instead of starving them.
-WITH ins_task AS (
+-- after the previous one of its task ($36 = stagger): a task with
+-- thousands of roots then interleaves with tasks created just after it
+-- instead of starving them.
+WITH new_tasks AS (
+  SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::text[],
+                       $8::text[], $9::text[], $10::jsonb[], $11::text[], $12::text[], $13::int[],
+                       $14::timestamptz[], $15::text[], $16::text[], $17::int[], $18::int[], $19::text[])
+    WITH ORDINALITY AS n(task_id, named_task_id, namespace_name, task_name, task_version, context, initiator,
+                         source_system, reason, tags, idempotency_key, request_hash, priority, run_at,
+                         correlation_id, traceparent, total_steps, unfinished_steps, actor, ord)
+), ins_task AS (
   INSERT INTO tasks (task_id, named_task_id, namespace_name, task_name, task_version, context, initiator,
                      source_system, reason, tags, idempotency_key, request_hash, priority, run_at,
                      correlation_id, traceparent, total_steps, unfinished_steps)
-  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+  SELECT n.task_id, n.named_task_id, n.namespace_name, n.task_name, n.task_version, n.context, n.initiator,
+         n.source_system, n.reason, ARRAY(SELECT jsonb_array_elements_text(n.tags)), n.idempotency_key,
+         n.request_hash, n.priority, n.run_at, n.correlation_id, n.traceparent, n.total_steps, n.unfinished_steps
+  FROM new_tasks n
+  ORDER BY n.ord
   ON CONFLICT (namespace_name, task_name, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
   RETURNING task_id, run_at, priority
+), written AS (
+  -- The inserted tasks with what their steps and transitions need.
+  SELECT i.task_id, i.run_at, i.priority, n.actor
+  FROM ins_task i JOIN new_tasks n ON n.task_id = i.task_id
 ), steps AS (
-  SELECT * FROM unnest($19::uuid[], $20::bigint[], $21::text[], $22::text[], $23::text[], $24::int[],
-                       $25::bool[], $26::bool[], $27::bool[], $28::jsonb[], $29::int[])
-    WITH ORDINALITY AS s(id, named_step_id, name, handler, queue, retry_limit, retryable, skippable, bypassed,
-                         inputs, unfinished_parents, ord)
+  SELECT * FROM unnest($20::uuid[], $21::bigint[], $22::uuid[], $23::text[], $24::text[], $25::text[], $26::int[],
+                       $27::bool[], $28::bool[], $29::int[], $30::bool[], $31::jsonb[], $32::int[])
+    AS s(id, named_step_id, task_id, name, handler, queue, retry_limit, retryable, skippable, ord, bypassed,
+         inputs, unfinished_parents)
 ), ins_steps AS (
   INSERT INTO workflow_steps (workflow_step_id, task_id, named_step_id, name, handler, queue, status, priority,
                               retry_limit, retryable, skippable, inputs, unfinished_parents, runnable_at, processed_at)
@@ -26,22 +46,25 @@ WITH ins_task AS (
          CASE WHEN s.bypassed THEN 'resolved_manually' ELSE 'pending' END,
          t.priority, s.retry_limit, s.retryable, s.skippable, s.inputs, s.unfinished_parents,
          CASE WHEN NOT s.bypassed AND s.unfinished_parents = 0
-              THEN coalesce(t.run_at, now()) + (s.ord - 1) * $30::bigint * interval '1 microsecond' END,
+              THEN coalesce(t.run_at, now()) + s.ord * $36::bigint * interval '1 microsecond' END,
          CASE WHEN s.bypassed THEN now() END
-  FROM steps s CROSS JOIN ins_task t
+  FROM steps s JOIN written t ON t.task_id = s.task_id
   RETURNING workflow_step_id, task_id, status
 ), ins_edges AS (
   INSERT INTO workflow_step_edges (from_step_id, to_step_id, task_id)
   SELECT e.from_id, e.to_id, t.task_id
-  FROM unnest($31::uuid[], $32::uuid[]) AS e(from_id, to_id) CROSS JOIN ins_task t
+  FROM unnest($33::uuid[], $34::uuid[], $35::uuid[]) AS e(from_id, to_id, task_id)
+    JOIN written t ON t.task_id = e.task_id
 ), step_transitions AS (
   INSERT INTO workflow_step_transitions (workflow_step_id, task_id, from_state, to_state, metadata, actor)
-  SELECT workflow_step_id, task_id, NULL, 'pending', '{}'::jsonb, $33 FROM ins_steps
+  SELECT s.workflow_step_id, s.task_id, NULL, 'pending', '{}'::jsonb, t.actor
+  FROM ins_steps s JOIN written t ON t.task_id = s.task_id
   UNION ALL
-  SELECT workflow_step_id, task_id, 'pending', 'resolved_manually', '{"reason":"bypassed"}'::jsonb, $33
-  FROM ins_steps WHERE status = 'resolved_manually'
+  SELECT s.workflow_step_id, s.task_id, 'pending', 'resolved_manually', '{"reason":"bypassed"}'::jsonb, t.actor
+  FROM ins_steps s JOIN written t ON t.task_id = s.task_id
+  WHERE s.status = 'resolved_manually'
 ), task_transition AS (
   INSERT INTO task_transitions (task_id, from_state, to_state, metadata, actor)
-  SELECT task_id, NULL, 'pending', '{}', $33 FROM ins_task
+  SELECT task_id, NULL, 'pending', '{}', actor FROM written
 )
 SELECT task_id FROM ins_task
