@@ -27,7 +27,7 @@ func gunzip(t *testing.T, b []byte) []byte {
 
 func TestGzip(t *testing.T) {
 	t.Parallel()
-	big := strings.Repeat(`{"task":"checkout"},`, 200)
+	big := strings.Repeat(`{"task":"checkout"},`, 400)
 	handler := api.Gzip(api.DefaultGzipMinBytes)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/big":
@@ -35,7 +35,7 @@ func TestGzip(t *testing.T) {
 		case "/small":
 			api.WriteJSON(w, 200, "ok")
 		case "/problem":
-			api.WriteProblem(w, r, api.BadRequest(strings.Repeat("x", 2000)))
+			api.WriteProblem(w, r, api.BadRequest(strings.Repeat("x", 5000)))
 		case "/png":
 			w.Header().Set("Content-Type", "image/png")
 			_, _ = w.Write(bytes.Repeat([]byte{1}, 4096))
@@ -52,7 +52,7 @@ func TestGzip(t *testing.T) {
 			w.WriteHeader(http.StatusNoContent)
 		case "/chunks":
 			w.Header().Set("Content-Type", "application/json")
-			for range 100 {
+			for range 200 {
 				_, _ = w.Write([]byte(`"0123456789012345678901234567890123456789",`))
 			}
 		}
@@ -103,7 +103,7 @@ func TestGzip(t *testing.T) {
 				t.Errorf("/stream: %d bytes", len(body))
 			}
 		case "/chunks":
-			if len(body) != 100*43 {
+			if len(body) != 200*43 {
 				t.Errorf("/chunks: %d bytes", len(body))
 			}
 		}
