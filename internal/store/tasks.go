@@ -32,6 +32,11 @@ type NewTask struct {
 	Actor          string
 	Steps          []NewStep
 	Edges          []Edge
+	// LimitKey, when set, admits the task only while fewer than LimitMax
+	// tasks of the key are admitted and unfinished; it waits, in creation
+	// order, otherwise (a task concurrency limit).
+	LimitKey string
+	LimitMax int
 	// Stagger spaces root steps' runnable times (see task_create.sql).
 	Stagger time.Duration
 	// InTx, when set, creates the task in a transaction and calls the hook
@@ -57,6 +62,14 @@ type NewStep struct {
 	Bypassed          bool
 	Inputs            []byte // JSON or nil
 	UnfinishedParents int
+	// LimitKey, when set, lets at most LimitMax steps of the key run at
+	// once (a step concurrency limit).
+	LimitKey string
+	LimitMax int
+	// RateKey, when set, starts steps of the key at most RatePerSecond
+	// times a second.
+	RateKey       string
+	RatePerSecond float64
 }
 
 // Edge links a parent step to a child step.
@@ -101,11 +114,21 @@ func (s *Store) CreateTask(ctx context.Context, t NewTask) (taskID uuid.UUID, cr
 	bypassed := make([]bool, n)
 	inputs := make([]*string, n)
 	parents := make([]int32, n)
+	limitKeys := make([]*string, n)
+	limitMaxes := make([]*int32, n)
+	rateKeys := make([]*string, n)
+	rates := make([]*float64, n)
 	unfinished := 0
 	for i, st := range t.Steps {
 		ids[i], namedIDs[i], names[i], handlers[i], queues[i] = st.StepID, st.NamedStepID, st.Name, st.Handler, st.Queue
 		limits[i], retryable[i], skippable[i], bypassed[i] = int32(st.RetryLimit), st.Retryable, st.Skippable, st.Bypassed
 		parents[i] = int32(st.UnfinishedParents)
+		if st.LimitKey != "" {
+			limitKeys[i], limitMaxes[i] = &st.LimitKey, new(int32(st.LimitMax))
+		}
+		if st.RateKey != "" {
+			rateKeys[i], rates[i] = &st.RateKey, new(st.RatePerSecond)
+		}
 		if st.Inputs != nil {
 			in := string(st.Inputs)
 			inputs[i] = &in
@@ -135,6 +158,7 @@ func (s *Store) CreateTask(ctx context.Context, t NewTask) (taskID uuid.UUID, cr
 		t.Priority, t.RunAt, nullable(t.CorrelationID), nullable(t.Traceparent), n, unfinished,
 		ids, namedIDs, names, handlers, queues, limits, retryable, skippable, bypassed, inputs, parents,
 		t.Stagger.Microseconds(), from, to, nullable(t.Actor),
+		nullable(t.LimitKey), nullableInt(t.LimitMax), limitKeys, limitMaxes, rateKeys, rates,
 	}
 	res, err := s.creates.create(ctx, args, t.InTx, t.readBack != nil)
 	taskID = res.id
@@ -157,6 +181,14 @@ func (s *Store) CreateTask(ctx context.Context, t NewTask) (taskID uuid.UUID, cr
 		return taskID, false, &IdempotencyConflictError{TaskID: taskID}
 	}
 	return taskID, false, nil
+}
+
+// nullableInt is NULL for zero.
+func nullableInt(n int) *int32 {
+	if n == 0 {
+		return nil
+	}
+	return new(int32(n))
 }
 
 func nullable(s string) *string {
