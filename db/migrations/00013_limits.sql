@@ -65,11 +65,12 @@ ALTER TABLE tasks_archive
   ADD COLUMN limit_max integer,
   ADD COLUMN limit_state text;
 
--- Waiting steps of a key in FIFO order, and paused steps by task (resume).
+-- Waiting steps of a key in FIFO order; every parked step by task (resume
+-- finds a template's, the leader's gauges count them all).
 CREATE INDEX workflow_steps_parked_limit ON workflow_steps (limit_key, parked_at, workflow_step_id)
   WHERE parked = 'limit';
 CREATE INDEX workflow_steps_parked ON workflow_steps (task_id)
-  WHERE parked IN ('paused', 'task_limit');
+  WHERE parked IS NOT NULL;
 CREATE INDEX tasks_limit_waiting ON tasks (limit_key, task_id)
   WHERE limit_state = 'waiting' AND status = 'pending';
 
