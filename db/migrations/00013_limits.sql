@@ -76,14 +76,18 @@ CREATE INDEX tasks_limit_waiting ON tasks (limit_key, task_id)
 
 -- A limited step leaving in_progress (complete, failed, released, rescued,
 -- cancelled: whatever statement did it) frees its slot, and the oldest
--- step waiting on the key becomes runnable. A trigger rather than a line
+-- step waiting on the key becomes runnable. So does a runnable one that is
+-- cancelled or resolved before it ran: it may be the one a freed slot
+-- woke, and the next in line must not wait for a slot that is free. A trigger rather than a line
 -- in each of those statements so that no path can leak a slot; its WHEN
 -- clause is checked without calling the function, so unlimited steps pay
 -- nothing.
 -- +goose StatementBegin
 CREATE FUNCTION free_step_slot() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  UPDATE concurrency_slots SET running = greatest(running - 1, 0) WHERE limit_key = OLD.limit_key;
+  IF OLD.status = 'in_progress' THEN
+    UPDATE concurrency_slots SET running = greatest(running - 1, 0) WHERE limit_key = OLD.limit_key;
+  END IF;
   UPDATE workflow_steps w
   SET parked = NULL, runnable_at = least(w.parked_at, now()), parked_at = NULL, updated_at = now()
   FROM (SELECT workflow_step_id FROM workflow_steps
@@ -98,7 +102,9 @@ END
 $$;
 -- +goose StatementEnd
 CREATE TRIGGER workflow_steps_free_slot AFTER UPDATE ON workflow_steps FOR EACH ROW
-  WHEN (OLD.limit_key IS NOT NULL AND OLD.status = 'in_progress' AND NEW.status <> 'in_progress')
+  WHEN (OLD.limit_key IS NOT NULL AND
+        ((OLD.status = 'in_progress' AND NEW.status <> 'in_progress') OR
+         (OLD.status = 'pending' AND OLD.runnable_at IS NOT NULL AND NEW.status NOT IN ('pending', 'in_progress'))))
   EXECUTE FUNCTION free_step_slot();
 
 -- Task concurrency: a task with a limit key is admitted when it is created

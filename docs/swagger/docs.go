@@ -6074,6 +6074,17 @@ const docTemplate = `{
                 }
             }
         },
+        "registry.Concurrency": {
+            "type": "object",
+            "properties": {
+                "key": {
+                    "type": "string"
+                },
+                "limit": {
+                    "type": "integer"
+                }
+            }
+        },
         "registry.Defaults": {
             "type": "object",
             "properties": {
@@ -6180,6 +6191,17 @@ const docTemplate = `{
                 }
             }
         },
+        "registry.RateLimit": {
+            "type": "object",
+            "properties": {
+                "key": {
+                    "type": "string"
+                },
+                "per_second": {
+                    "type": "number"
+                }
+            }
+        },
         "registry.StepTemplate": {
             "type": "object",
             "properties": {
@@ -6188,6 +6210,14 @@ const docTemplate = `{
                     "allOf": [
                         {
                             "$ref": "#/definitions/registry.Backoff"
+                        }
+                    ]
+                },
+                "concurrency": {
+                    "description": "Concurrency caps this step's runs at once (per key), across replicas.",
+                    "allOf": [
+                        {
+                            "$ref": "#/definitions/registry.Concurrency"
                         }
                     ]
                 },
@@ -6231,6 +6261,14 @@ const docTemplate = `{
                 "name": {
                     "type": "string"
                 },
+                "rate_limit": {
+                    "description": "RateLimit spaces the starts of the steps sharing its bucket.",
+                    "allOf": [
+                        {
+                            "$ref": "#/definitions/registry.RateLimit"
+                        }
+                    ]
+                },
                 "skippable": {
                     "type": "boolean"
                 },
@@ -6243,6 +6281,14 @@ const docTemplate = `{
         "registry.Template": {
             "type": "object",
             "properties": {
+                "concurrency": {
+                    "description": "Concurrency caps the template's tasks in progress at once (per key).",
+                    "allOf": [
+                        {
+                            "$ref": "#/definitions/registry.Concurrency"
+                        }
+                    ]
+                },
                 "custom_events": {
                     "type": "object"
                 },

@@ -108,6 +108,19 @@ func (h *pauseHandlers) resumeTemplate(w http.ResponseWriter, r *http.Request) {
 
 func (h *pauseHandlers) serve(w http.ResponseWriter, r *http.Request, namespace, name string,
 	act func(ctx context.Context, namespace, name, actor string) (engine.PauseResult, error)) {
+	if !noQuery(w, r) {
+		return
+	}
+	// No body, or an empty object: a pause carries nothing else.
+	var none *struct{}
+	if err := decodeOptionalJSON(r, &none); err != nil {
+		WriteError(w, r, h.logger, err)
+		return
+	}
+	if none == nil && r.ContentLength != 0 {
+		WriteProblem(w, r, BadRequest("send no body, or {}"))
+		return
+	}
 	// Only what discovery knows can be paused: a typo must not leave a
 	// pause row that matches nothing.
 	var err error
