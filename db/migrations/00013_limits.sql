@@ -67,10 +67,12 @@ ALTER TABLE tasks_archive
 
 -- Waiting steps of a key in FIFO order; every parked step by task (resume
 -- finds a template's, the leader's gauges count them all).
+-- A parked step that is cancelled keeps its marker (the cancelling
+-- statements need not know of it) but leaves these indexes.
 CREATE INDEX workflow_steps_parked_limit ON workflow_steps (limit_key, parked_at, workflow_step_id)
-  WHERE parked = 'limit';
+  WHERE parked = 'limit' AND status = 'pending';
 CREATE INDEX workflow_steps_parked ON workflow_steps (task_id)
-  WHERE parked IS NOT NULL;
+  WHERE parked IS NOT NULL AND status = 'pending';
 CREATE INDEX tasks_limit_waiting ON tasks (limit_key, task_id)
   WHERE limit_state = 'waiting' AND status = 'pending';
 
@@ -159,7 +161,7 @@ BEGIN
     UPDATE concurrency_slots SET running = running + 1 WHERE limit_key = OLD.limit_key;
     UPDATE tasks SET limit_state = 'admitted' WHERE task_id = next;
     UPDATE workflow_steps SET parked = NULL, runnable_at = parked_at, parked_at = NULL, updated_at = now()
-    WHERE task_id = next AND parked = 'task_limit';
+    WHERE task_id = next AND parked = 'task_limit' AND status = 'pending';
     PERFORM pg_notify(TG_TABLE_SCHEMA || '_steps', '');
   END IF;
   RETURN NULL;

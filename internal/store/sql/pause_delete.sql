@@ -11,7 +11,7 @@ WITH pause AS (
   SET parked = NULL, runnable_at = coalesce(w.parked_at, now()), parked_at = NULL, updated_at = now()
   FROM tasks t
   WHERE t.namespace_name = $1 AND ($2 = '' OR t.task_name = $2) AND t.status IN ('pending', 'in_progress')
-    AND w.task_id = t.task_id AND w.parked = 'paused'
+    AND w.task_id = t.task_id AND w.parked = 'paused' AND w.status = 'pending'
   RETURNING 1
 )
 SELECT (SELECT count(*) FROM pause), count(*),
