@@ -48,11 +48,6 @@ type docRateLimit struct {
 	Key       *string  `json:"key,omitempty"`
 }
 
-// keyData is what a limit key's template sees.
-type keyData struct {
-	Context map[string]any
-}
-
 func parseKey(key string) (*template.Template, error) {
 	return template.New("key").Option("missingkey=error").Parse(key)
 }
