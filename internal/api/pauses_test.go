@@ -202,3 +202,44 @@ func TestPauseNamespaceStopsWorkerClaims(t *testing.T) {
 		t.Fatalf("after resume: claimed %v", steps)
 	}
 }
+
+const pauseInflightYAML = `namespace_name: pzi
+name: inflight
+version: 1.0.0
+step_templates:
+  - {name: a, handler: sleep, handler_config: {duration: 700ms}}
+  - {name: b, handler: noop, depends_on_step: a}
+`
+
+// A step running when its template is paused finishes; its child, which
+// becomes runnable during the pause, is parked by the claim that meets it
+// and runs after resume.
+func TestPauseLetsRunningStepsFinish(t *testing.T) {
+	t.Parallel()
+	r := testserver.Start(t, nil, nil)
+	s := templateServer{url: r.URL + api.BasePath, dsn: r.DSN, handler: r.Server.Handler()}
+	s.register(t, pauseInflightYAML)
+	f := bulkFixture{templateServer: s, conn: connect(t, s.dsn)}
+	task := s.createTask(t, `{"namespace":"pzi","name":"inflight","context":{}}`)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, status := stepParked(t, f, task, "a"); status == "in_progress" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("step a never started")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if code, _, body := s.call(t, "POST", "/handlers/pzi/inflight/pause", "", ""); code != 200 || body["steps"] != float64(0) {
+		t.Fatalf("pause: %d %v", code, body)
+	}
+	waitParked(t, f, task, "b")
+	if _, status := stepParked(t, f, task, "a"); status != "complete" {
+		t.Fatalf("the running step ended %s, want complete", status)
+	}
+	if code, _, body := s.call(t, "POST", "/handlers/pzi/inflight/resume", "", ""); code != 200 || body["steps"] != float64(1) {
+		t.Fatalf("resume: %d %v", code, body)
+	}
+	s.waitStatus(t, task, "complete")
+}
