@@ -133,3 +133,57 @@ func TestPauseThroughTheStore(t *testing.T) {
 		t.Fatalf("claimed %d steps of a paused namespace", len(got))
 	}
 }
+
+// A task concurrency key admits tasks in creation order: beyond the limit
+// a task waits with its runnable steps parked, and an admitted task that
+// ends (here cancelled) admits the next.
+func TestTaskLimitAdmission(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dsn := testdb.New(t)
+	conn := connect(t, dsn)
+	s := newStore(t, dsn)
+	f := newFixture(t, conn)
+	var ids []uuid.UUID
+	for range 3 {
+		nt, _ := diamond(f, "")
+		nt.LimitKey, nt.LimitMax = "t", 1
+		if _, _, err := s.CreateTask(ctx, nt); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, nt.TaskID)
+	}
+	state := func(id uuid.UUID) (limitState string, parked int) {
+		t.Helper()
+		if err := conn.QueryRow(ctx, `SELECT limit_state, (SELECT count(*) FROM workflow_steps WHERE task_id = $1 AND parked = 'task_limit')
+			FROM tasks WHERE task_id = $1`, id).Scan(&limitState, &parked); err != nil {
+			t.Fatal(err)
+		}
+		return limitState, parked
+	}
+	if st, p := state(ids[0]); st != "admitted" || p != 0 {
+		t.Fatalf("first task: %s with %d parked steps", st, p)
+	}
+	for _, id := range ids[1:] {
+		if st, p := state(id); st != "waiting" || p != 1 {
+			t.Fatalf("later task: %s with %d parked steps, want waiting with its root parked", st, p)
+		}
+	}
+	got := claim(t, s, "r1", 10)
+	if len(got) != 1 || got[0].TaskID != ids[0] {
+		t.Fatalf("claimed %d steps; only the admitted task's root may run", len(got))
+	}
+	if _, err := conn.Exec(ctx, "UPDATE tasks SET status = 'cancelled' WHERE task_id = $1", ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	if st, p := state(ids[1]); st != "admitted" || p != 0 {
+		t.Fatalf("after the first ended, the second: %s with %d parked steps", st, p)
+	}
+	if st, _ := state(ids[2]); st != "waiting" {
+		t.Fatalf("the third: %s, want still waiting", st)
+	}
+	got = claim(t, s, "r1", 10)
+	if len(got) != 1 || got[0].TaskID != ids[1] {
+		t.Fatalf("after admission: claimed %d steps", len(got))
+	}
+}
