@@ -154,11 +154,6 @@ func TestTaskConcurrencyLimit(t *testing.T) {
 	for i := range 12 {
 		e.create(engines[i%2], "lim", "tasks")
 	}
-	var waiting int
-	must(t, e.pool.QueryRow(context.Background(), "SELECT count(*) FROM tasks WHERE limit_state = 'waiting'").Scan(&waiting))
-	if waiting < 12-limit-2 { // a couple may have finished while the others were created
-		t.Errorf("%d tasks waiting right after creation", waiting)
-	}
 	e.waitAll(time.Minute)
 	var most, complete int
 	must(t, e.pool.QueryRow(context.Background(), `
