@@ -460,6 +460,114 @@ const docTemplate = `{
                 "x-permission": "tasker.handler:index"
             }
         },
+        "/handlers/{namespace}/pause": {
+            "post": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Stops claiming the steps of every template of the namespace, on every replica and for remote workers. New tasks are accepted and wait; running steps finish. The pause is kept in the database (it survives restarts) and shows as paused in discovery and /health/status. Pausing twice is harmless. Permission: tasker.handler:pause.",
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "handlers"
+                ],
+                "summary": "Pause a namespace",
+                "parameters": [
+                    {
+                        "type": "string",
+                        "example": "shop",
+                        "description": "Namespace",
+                        "name": "namespace",
+                        "in": "path",
+                        "required": true
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "schema": {
+                            "$ref": "#/definitions/api.PauseResponse"
+                        }
+                    },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "404": {
+                        "description": "No live templates in this namespace",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    }
+                },
+                "x-permission": "tasker.handler:pause"
+            }
+        },
+        "/handlers/{namespace}/resume": {
+            "post": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Lifts a namespace's pause: its parked steps become runnable in the order they became ready and every replica is woken. A template paused on its own stays paused. Resuming what is not paused is harmless. Permission: tasker.handler:resume.",
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "handlers"
+                ],
+                "summary": "Resume a namespace",
+                "parameters": [
+                    {
+                        "type": "string",
+                        "example": "shop",
+                        "description": "Namespace",
+                        "name": "namespace",
+                        "in": "path",
+                        "required": true
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "schema": {
+                            "$ref": "#/definitions/api.PauseResponse"
+                        }
+                    },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "404": {
+                        "description": "No live templates in this namespace",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    }
+                },
+                "x-permission": "tasker.handler:resume"
+            }
+        },
         "/handlers/{namespace}/{name}": {
             "get": {
                 "security": [
@@ -527,6 +635,130 @@ const docTemplate = `{
                     }
                 },
                 "x-permission": "tasker.handler:show"
+            }
+        },
+        "/handlers/{namespace}/{name}/pause": {
+            "post": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Stops claiming the steps of every version of the template, as pausing a namespace does for all its templates. Permission: tasker.handler:pause.",
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "handlers"
+                ],
+                "summary": "Pause a template",
+                "parameters": [
+                    {
+                        "type": "string",
+                        "example": "shop",
+                        "description": "Namespace",
+                        "name": "namespace",
+                        "in": "path",
+                        "required": true
+                    },
+                    {
+                        "type": "string",
+                        "example": "checkout",
+                        "description": "Name",
+                        "name": "name",
+                        "in": "path",
+                        "required": true
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "schema": {
+                            "$ref": "#/definitions/api.PauseResponse"
+                        }
+                    },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "404": {
+                        "description": "No such template",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    }
+                },
+                "x-permission": "tasker.handler:pause"
+            }
+        },
+        "/handlers/{namespace}/{name}/resume": {
+            "post": {
+                "security": [
+                    {
+                        "BearerAuth": []
+                    }
+                ],
+                "description": "Lifts a template's pause (every version). Its steps stay parked while its namespace is paused. Permission: tasker.handler:resume.",
+                "produces": [
+                    "application/json"
+                ],
+                "tags": [
+                    "handlers"
+                ],
+                "summary": "Resume a template",
+                "parameters": [
+                    {
+                        "type": "string",
+                        "example": "shop",
+                        "description": "Namespace",
+                        "name": "namespace",
+                        "in": "path",
+                        "required": true
+                    },
+                    {
+                        "type": "string",
+                        "example": "checkout",
+                        "description": "Name",
+                        "name": "name",
+                        "in": "path",
+                        "required": true
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "schema": {
+                            "$ref": "#/definitions/api.PauseResponse"
+                        }
+                    },
+                    "401": {
+                        "description": "No valid bearer token",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "403": {
+                        "description": "Lacks the permission",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    },
+                    "404": {
+                        "description": "No such template",
+                        "schema": {
+                            "$ref": "#/definitions/api.Problem"
+                        }
+                    }
+                },
+                "x-permission": "tasker.handler:resume"
             }
         },
         "/health/live": {
@@ -4103,6 +4335,31 @@ const docTemplate = `{
                 }
             }
         },
+        "api.HandlerSummary": {
+            "type": "object",
+            "properties": {
+                "latest_version": {
+                    "type": "string"
+                },
+                "name": {
+                    "type": "string"
+                },
+                "namespace": {
+                    "type": "string"
+                },
+                "paused": {
+                    "description": "Paused: the template's steps are not claimed, by its own pause or\nits namespace's.",
+                    "type": "boolean"
+                },
+                "versions": {
+                    "description": "Versions are the live versions, lowest first.",
+                    "type": "array",
+                    "items": {
+                        "type": "string"
+                    }
+                }
+            }
+        },
         "api.HeartbeatRequest": {
             "type": "object",
             "properties": {
@@ -4206,6 +4463,45 @@ const docTemplate = `{
                     "description": "ThroughputPerHour is tasks_completed over the period's hours.",
                     "type": "number",
                     "example": 18.83
+                }
+            }
+        },
+        "api.NamespaceSummary": {
+            "type": "object",
+            "properties": {
+                "handler_count": {
+                    "description": "HandlerCount counts the templates (names) with a live version.",
+                    "type": "integer"
+                },
+                "name": {
+                    "type": "string"
+                },
+                "paused": {
+                    "description": "Paused: the namespace's steps are not claimed (POST …/pause).",
+                    "type": "boolean"
+                }
+            }
+        },
+        "api.PauseResponse": {
+            "type": "object",
+            "properties": {
+                "name": {
+                    "description": "Name is the template (every version); absent for a namespace.",
+                    "type": "string",
+                    "example": "checkout"
+                },
+                "namespace": {
+                    "type": "string",
+                    "example": "shop"
+                },
+                "paused": {
+                    "type": "boolean",
+                    "example": true
+                },
+                "steps": {
+                    "description": "Steps counts the runnable steps this call parked (pause) or made\nrunnable again (resume).",
+                    "type": "integer",
+                    "example": 12
                 }
             }
         },
@@ -5442,6 +5738,10 @@ const docTemplate = `{
                 "namespace": {
                     "type": "string"
                 },
+                "paused": {
+                    "description": "by the template's pause or its namespace's",
+                    "type": "boolean"
+                },
                 "schema": {
                     "type": "object"
                 },
@@ -5470,12 +5770,16 @@ const docTemplate = `{
                 "handlers": {
                     "type": "array",
                     "items": {
-                        "$ref": "#/definitions/registry.HandlerSummary"
+                        "$ref": "#/definitions/api.HandlerSummary"
                     }
                 },
                 "namespace": {
                     "type": "string",
                     "example": "shop"
+                },
+                "paused": {
+                    "description": "Paused: the namespace is paused (its templates show paused too).",
+                    "type": "boolean"
                 },
                 "total_handlers": {
                     "type": "integer",
@@ -5489,7 +5793,7 @@ const docTemplate = `{
                 "namespaces": {
                     "type": "array",
                     "items": {
-                        "$ref": "#/definitions/registry.NamespaceSummary"
+                        "$ref": "#/definitions/api.NamespaceSummary"
                     }
                 },
                 "total_namespaces": {
@@ -5737,6 +6041,13 @@ const docTemplate = `{
                 "migration_version": {
                     "type": "integer"
                 },
+                "paused": {
+                    "description": "Paused lists the paused namespaces and templates (read fresh, never\ncached: an operator checks it right after pausing).",
+                    "type": "array",
+                    "items": {
+                        "$ref": "#/definitions/store.Pause"
+                    }
+                },
                 "status": {
                     "type": "string"
                 },
@@ -5760,6 +6071,17 @@ const docTemplate = `{
                 },
                 "max": {
                     "type": "string"
+                }
+            }
+        },
+        "registry.Concurrency": {
+            "type": "object",
+            "properties": {
+                "key": {
+                    "type": "string"
+                },
+                "limit": {
+                    "type": "integer"
                 }
             }
         },
@@ -5869,36 +6191,14 @@ const docTemplate = `{
                 }
             }
         },
-        "registry.HandlerSummary": {
+        "registry.RateLimit": {
             "type": "object",
             "properties": {
-                "latest_version": {
+                "key": {
                     "type": "string"
                 },
-                "name": {
-                    "type": "string"
-                },
-                "namespace": {
-                    "type": "string"
-                },
-                "versions": {
-                    "description": "Versions are the live versions, lowest first.",
-                    "type": "array",
-                    "items": {
-                        "type": "string"
-                    }
-                }
-            }
-        },
-        "registry.NamespaceSummary": {
-            "type": "object",
-            "properties": {
-                "handler_count": {
-                    "description": "HandlerCount counts the templates (names) with a live version.",
-                    "type": "integer"
-                },
-                "name": {
-                    "type": "string"
+                "per_second": {
+                    "type": "number"
                 }
             }
         },
@@ -5910,6 +6210,14 @@ const docTemplate = `{
                     "allOf": [
                         {
                             "$ref": "#/definitions/registry.Backoff"
+                        }
+                    ]
+                },
+                "concurrency": {
+                    "description": "Concurrency caps this step's runs at once (per key), across replicas.",
+                    "allOf": [
+                        {
+                            "$ref": "#/definitions/registry.Concurrency"
                         }
                     ]
                 },
@@ -5953,6 +6261,14 @@ const docTemplate = `{
                 "name": {
                     "type": "string"
                 },
+                "rate_limit": {
+                    "description": "RateLimit spaces the starts of the steps sharing its bucket.",
+                    "allOf": [
+                        {
+                            "$ref": "#/definitions/registry.RateLimit"
+                        }
+                    ]
+                },
                 "skippable": {
                     "type": "boolean"
                 },
@@ -5965,6 +6281,14 @@ const docTemplate = `{
         "registry.Template": {
             "type": "object",
             "properties": {
+                "concurrency": {
+                    "description": "Concurrency caps the template's tasks in progress at once (per key).",
+                    "allOf": [
+                        {
+                            "$ref": "#/definitions/registry.Concurrency"
+                        }
+                    ]
+                },
                 "custom_events": {
                     "type": "object"
                 },
@@ -6104,6 +6428,24 @@ const docTemplate = `{
                 "task_id": {
                     "type": "string",
                     "format": "uuid"
+                }
+            }
+        },
+        "store.Pause": {
+            "type": "object",
+            "properties": {
+                "name": {
+                    "description": "Name is the template name (every version); \"\" pauses the namespace.",
+                    "type": "string"
+                },
+                "namespace": {
+                    "type": "string"
+                },
+                "paused_at": {
+                    "type": "string"
+                },
+                "paused_by": {
+                    "type": "string"
                 }
             }
         },

@@ -24,7 +24,8 @@ func (fakeStore) SchemaVersion(context.Context) (int64, error) { return 1, nil }
 func (fakeStore) HealthCounts(context.Context) (store.HealthCounts, error) {
 	return store.HealthCounts{}, nil
 }
-func (fakeStore) PoolStats() store.PoolStats { return store.PoolStats{} }
+func (fakeStore) PoolStats() store.PoolStats                    { return store.PoolStats{} }
+func (fakeStore) Pauses(context.Context) ([]store.Pause, error) { return nil, nil }
 
 // newCORSServer is the API (health routes only) with the given origins.
 func newCORSServer(t *testing.T, origins []string) http.Handler {

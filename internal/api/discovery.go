@@ -9,6 +9,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/taskerd/taskerd/internal/registry"
+	"github.com/taskerd/taskerd/internal/store"
 )
 
 // discoveryHandlers answer Tasker's handler discovery: namespaces →
@@ -16,12 +17,41 @@ import (
 // clients keep working.
 type discoveryHandlers struct {
 	registry *registry.Registry
-	logger   *slog.Logger
+	// store tells which namespaces and templates are paused; nil: none.
+	store  *store.Store
+	logger *slog.Logger
+}
+
+// pauses reads the pauses in force (a handful of rows).
+func (h *discoveryHandlers) pauses(r *http.Request) (pausedSet, error) {
+	if h.store == nil {
+		return pausedSet{}, nil
+	}
+	ps, err := h.store.Pauses(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	return newPausedSet(ps), nil
+}
+
+// NamespaceSummary is one namespace in discovery.
+type NamespaceSummary struct {
+	registry.NamespaceSummary
+	// Paused: the namespace's steps are not claimed (POST …/pause).
+	Paused bool `json:"paused"`
+}
+
+// HandlerSummary is one template in discovery.
+type HandlerSummary struct {
+	registry.HandlerSummary
+	// Paused: the template's steps are not claimed, by its own pause or
+	// its namespace's.
+	Paused bool `json:"paused"`
 }
 
 type namespacesResponse struct {
-	Namespaces      []registry.NamespaceSummary `json:"namespaces"`
-	TotalNamespaces int                         `json:"total_namespaces" example:"2"`
+	Namespaces      []NamespaceSummary `json:"namespaces"`
+	TotalNamespaces int                `json:"total_namespaces" example:"2"`
 }
 
 // namespaces answers GET /handlers.
@@ -43,13 +73,24 @@ func (h *discoveryHandlers) namespaces(w http.ResponseWriter, r *http.Request) {
 	if s := scopeOf(r); !s.All() {
 		ns = slices.DeleteFunc(ns, func(n registry.NamespaceSummary) bool { return !s.Contains(n.Name) })
 	}
-	WriteJSON(w, http.StatusOK, namespacesResponse{Namespaces: ns, TotalNamespaces: len(ns)})
+	paused, err := h.pauses(r)
+	if err != nil {
+		WriteError(w, r, h.logger, err)
+		return
+	}
+	out := make([]NamespaceSummary, len(ns))
+	for i, n := range ns {
+		out[i] = NamespaceSummary{NamespaceSummary: n, Paused: paused.namespace(n.Name)}
+	}
+	WriteJSON(w, http.StatusOK, namespacesResponse{Namespaces: out, TotalNamespaces: len(out)})
 }
 
 type namespaceResponse struct {
-	Namespace     string                    `json:"namespace" example:"shop"`
-	Handlers      []registry.HandlerSummary `json:"handlers"`
-	TotalHandlers int                       `json:"total_handlers" example:"3"`
+	Namespace string `json:"namespace" example:"shop"`
+	// Paused: the namespace is paused (its templates show paused too).
+	Paused        bool             `json:"paused"`
+	Handlers      []HandlerSummary `json:"handlers"`
+	TotalHandlers int              `json:"total_handlers" example:"3"`
 }
 
 // namespace answers GET /handlers/{namespace}; 404 for a namespace without
@@ -74,7 +115,16 @@ func (h *discoveryHandlers) namespace(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, r, h.logger, err)
 		return
 	}
-	WriteJSON(w, http.StatusOK, namespaceResponse{Namespace: ns, Handlers: hs, TotalHandlers: len(hs)})
+	paused, err := h.pauses(r)
+	if err != nil {
+		WriteError(w, r, h.logger, err)
+		return
+	}
+	out := make([]HandlerSummary, len(hs))
+	for i, hs := range hs {
+		out[i] = HandlerSummary{HandlerSummary: hs, Paused: paused.template(ns, hs.Name)}
+	}
+	WriteJSON(w, http.StatusOK, namespaceResponse{Namespace: ns, Paused: paused.namespace(ns), Handlers: out, TotalHandlers: len(out)})
 }
 
 // handlerDetail is one template version with its dependency graph.
@@ -86,6 +136,7 @@ type handlerDetail struct {
 	Description     string                  `json:"description,omitempty"`
 	ID              int64                   `json:"id"`
 	ContentHash     string                  `json:"content_hash"`
+	Paused          bool                    `json:"paused"` // by the template's pause or its namespace's
 	Environment     string                  `json:"environment,omitempty"`
 	Schema          json.RawMessage         `json:"schema,omitempty"`
 	Defaults        registry.Defaults       `json:"defaults"`
@@ -124,8 +175,14 @@ func (h *discoveryHandlers) handler(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, r, h.logger, err)
 		return
 	}
+	paused, err := h.pauses(r)
+	if err != nil {
+		WriteError(w, r, h.logger, err)
+		return
+	}
 	t := reg.Template
 	d := handlerDetail{
+		Paused:          paused.template(t.NamespaceName, t.Name),
 		Name:            t.Name,
 		Namespace:       t.NamespaceName,
 		Version:         t.Version,

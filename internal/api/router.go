@@ -105,10 +105,18 @@ func routeTable(cfg Config, logger *slog.Logger) []Route {
 		add(http.MethodPost, "/templates", Access{Permission: auth.TemplateCreate, Audit: true}, th.register)
 		add(http.MethodDelete, "/templates/{namespace}/{name}/{version}",
 			Access{Permission: auth.TemplateDestroy, Object: ObjectNamespace, Audit: true}, th.remove)
-		dh := &discoveryHandlers{registry: cfg.Registry, logger: logger}
+		dh := &discoveryHandlers{registry: cfg.Registry, store: cfg.Store, logger: logger}
 		add(http.MethodGet, "/handlers", Access{Permission: auth.HandlerIndex}, dh.namespaces) // filtered by scope
 		add(http.MethodGet, "/handlers/{namespace}", inNamespace(auth.HandlerIndex), dh.namespace)
 		add(http.MethodGet, "/handlers/{namespace}/{name}", inNamespace(auth.HandlerShow), dh.handler)
+		if cfg.Engine != nil {
+			ph := &pauseHandlers{engine: cfg.Engine, registry: cfg.Registry, logger: logger}
+			nsAction := func(p auth.Permission) Access { return Access{Permission: p, Object: ObjectNamespace, Audit: true} }
+			add(http.MethodPost, "/handlers/{namespace}/pause", nsAction(auth.HandlerPause), ph.pauseNamespace)
+			add(http.MethodPost, "/handlers/{namespace}/resume", nsAction(auth.HandlerResume), ph.resumeNamespace)
+			add(http.MethodPost, "/handlers/{namespace}/{name}/pause", nsAction(auth.HandlerPause), ph.pauseTemplate)
+			add(http.MethodPost, "/handlers/{namespace}/{name}/resume", nsAction(auth.HandlerResume), ph.resumeTemplate)
+		}
 	}
 	if cfg.Engine != nil {
 		th := &taskHandlers{engine: cfg.Engine, store: cfg.Store, registry: cfg.Registry, logger: logger}

@@ -222,11 +222,11 @@ func TestDiscoveryThroughHTTP(t *testing.T) {
 	}
 
 	_, _, body := s.call(t, "GET", "/handlers", "", "")
-	if got := asJSON(body); got != `{"namespaces":[{"handler_count":1,"name":"other"},{"handler_count":1,"name":"shapes"}],"total_namespaces":2}` {
+	if got := asJSON(body); got != `{"namespaces":[{"handler_count":1,"name":"other","paused":false},{"handler_count":1,"name":"shapes","paused":false}],"total_namespaces":2}` {
 		t.Errorf("namespaces: %s", got)
 	}
 	_, _, body = s.call(t, "GET", "/handlers/shapes", "", "")
-	if got := asJSON(body); got != `{"handlers":[{"latest_version":"1.10.0","name":"diamond","namespace":"shapes","versions":["1.0.0","1.9.0","1.10.0"]}],"namespace":"shapes","total_handlers":1}` {
+	if got := asJSON(body); got != `{"handlers":[{"latest_version":"1.10.0","name":"diamond","namespace":"shapes","paused":false,"versions":["1.0.0","1.9.0","1.10.0"]}],"namespace":"shapes","paused":false,"total_handlers":1}` {
 		t.Errorf("namespace: %s", got)
 	}
 	for path, version := range map[string]string{

@@ -41,6 +41,8 @@ const (
 	ActionCancel        = "cancel"
 	ActionClaim         = "claim"
 	ActionShowSensitive = "show_sensitive"
+	ActionPause         = "pause"
+	ActionResume        = "resume"
 )
 
 // Resources and Actions list every name a permission or grant may use;
@@ -49,7 +51,7 @@ var (
 	Resources = []string{ResourceTask, ResourceWorkflowStep, ResourceHandler, ResourceTemplate, ResourceHealthStatus,
 		ResourceMetrics, ResourceAnalytics, ResourceWebhook, ResourceWorker, ResourceAudit, ResourceEvent}
 	Actions = []string{ActionIndex, ActionShow, ActionCreate, ActionUpdate, ActionDestroy, ActionRetry, ActionResolve,
-		ActionCancel, ActionClaim, ActionShowSensitive}
+		ActionCancel, ActionClaim, ActionShowSensitive, ActionPause, ActionResume}
 )
 
 // prefix starts every permission.
@@ -78,6 +80,8 @@ var (
 	StepCancel        = Perm(ResourceWorkflowStep, ActionCancel)
 	HandlerIndex      = Perm(ResourceHandler, ActionIndex)
 	HandlerShow       = Perm(ResourceHandler, ActionShow)
+	HandlerPause      = Perm(ResourceHandler, ActionPause)
+	HandlerResume     = Perm(ResourceHandler, ActionResume)
 	TemplateCreate    = Perm(ResourceTemplate, ActionCreate)
 	TemplateDestroy   = Perm(ResourceTemplate, ActionDestroy)
 	HealthStatusIndex = Perm(ResourceHealthStatus, ActionIndex)

@@ -333,7 +333,14 @@ func (e *Engine) claimLoop(ctx, runCtx context.Context, wakeups <-chan string) {
 			}
 			continue
 		}
-		p := store.ClaimParams{Limit: free, Owner: e.cfg.ReplicaID, Lease: e.cfg.LeaseDuration}
+		held := 0
+		p := store.ClaimParams{Limit: free, Owner: e.cfg.ReplicaID, Lease: e.cfg.LeaseDuration,
+			Held: func(n int, nextDue time.Time) {
+				held = n
+				if !nextDue.IsZero() {
+					e.noteRetry(nextDue) // a rate-limited step's token is due then
+				}
+			}}
 		var events []Event
 		if e.wantsTx(eventName(false, "pending", "in_progress"), eventName(true, "pending", "in_progress"), EventViableStepsDiscovered, EventStepsExecutionStarted) {
 			p.InTx = func(ctx context.Context, tx store.Tx, steps []store.ClaimedStep) error {
@@ -359,8 +366,8 @@ func (e *Engine) claimLoop(ctx, runCtx context.Context, wakeups <-chan string) {
 			e.cfg.Events.Committed(ctx, []Event{{Name: EventNoViableSteps, Time: time.Now()}})
 		}
 		hadWork = len(steps) > 0
-		if len(steps) == free {
-			continue // probably more waiting
+		if len(steps) == free || held > 0 {
+			continue // probably more waiting; held rows left the ready queue
 		}
 		e.idle(ctx, wakeups)
 	}

@@ -178,16 +178,25 @@ type step struct {
 	retryLimit    int
 	backoff       time.Duration
 	skippable     bool
+	concurrency   *registry.Concurrency
+	rateLimit     *registry.RateLimit
 }
 
 // register stores a template's rows as the registry would and makes it resolvable.
 func (e *env) register(ns, name string, steps ...step) *registry.Registered {
 	e.t.Helper()
+	return e.registerTemplate(&registry.Template{NamespaceName: ns, Name: name, Version: "1.0.0"}, steps...)
+}
+
+// registerTemplate registers tmpl (its task-level fields as given) with steps.
+func (e *env) registerTemplate(tmpl *registry.Template, steps ...step) *registry.Registered {
+	e.t.Helper()
 	ctx := context.Background()
-	tmpl := &registry.Template{NamespaceName: ns, Name: name, Version: "1.0.0"}
+	ns, name := tmpl.NamespaceName, tmpl.Name
 	for _, s := range steps {
 		st := registry.StepTemplate{Name: s.name, Handler: s.handler, DependsOn: s.deps, Retryable: true,
 			RetryLimit: 3, Timeout: registry.Duration(10 * time.Second), Skippable: s.skippable,
+			Concurrency: s.concurrency, RateLimit: s.rateLimit,
 			Backoff: registry.Backoff{Base: registry.Duration(20 * time.Millisecond), Max: registry.Duration(time.Second)}}
 		if s.config != "" {
 			st.HandlerConfig = json.RawMessage(s.config)

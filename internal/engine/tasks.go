@@ -87,11 +87,41 @@ func (e *Engine) CreateTask(ctx context.Context, req CreateTaskRequest) (view *T
 			bypass[name] = true
 		}
 	}
+	// Concurrency and rate keys are rendered from the context now: a
+	// context without the key's field is the caller's mistake (422), not a
+	// step that can never run.
+	taskKey, taskLimit, err := tmpl.TaskLimitKey(req.Context)
+	if err != nil {
+		problems = append(problems, FieldError{Pointer: "/context", Message: err.Error()})
+	}
+	type stepLimits struct {
+		key, rateKey string
+		limit        int
+		rate         float64
+	}
+	limits := make(map[string]stepLimits, len(tmpl.StepTemplates))
+	for i := range tmpl.StepTemplates {
+		st := &tmpl.StepTemplates[i]
+		if st.Concurrency == nil && st.RateLimit == nil {
+			continue
+		}
+		var l stepLimits
+		var kerr, rerr error
+		l.key, l.limit, kerr = tmpl.StepLimitKey(st, req.Context)
+		l.rateKey, l.rate, rerr = st.RateKey(req.Context)
+		for _, e := range []error{kerr, rerr} {
+			if e != nil {
+				problems = append(problems, FieldError{Pointer: "/context", Message: e.Error()})
+			}
+		}
+		limits[st.Name] = l
+	}
 	if len(problems) > 0 {
 		return nil, false, &ValidationError{Errors: problems}
 	}
 
 	nt := store.NewTask{
+		LimitKey: taskKey, LimitMax: taskLimit,
 		TaskID: uuid.Must(uuid.NewV7()), NamedTaskID: reg.ID, Namespace: tmpl.NamespaceName, Name: tmpl.Name,
 		Version: tmpl.Version, Context: req.Context, Initiator: req.Initiator, SourceSystem: req.SourceSystem,
 		Reason: req.Reason, Tags: req.Tags, IdempotencyKey: req.IdempotencyKey, Priority: req.Priority,
@@ -117,6 +147,8 @@ func (e *Engine) CreateTask(ctx context.Context, req CreateTaskRequest) (view *T
 			StepID: ids[st.Name], NamedStepID: reg.StepIDs[st.Name], Name: st.Name, Handler: st.Handler,
 			Queue: st.Queue(), RetryLimit: st.RetryLimit, Retryable: st.Retryable, Skippable: st.Skippable,
 			Bypassed: bypass[st.Name], Inputs: nonEmpty(st.Inputs), UnfinishedParents: unfinished,
+			LimitKey: limits[st.Name].key, LimitMax: limits[st.Name].limit,
+			RateKey: limits[st.Name].rateKey, RatePerSecond: limits[st.Name].rate,
 		})
 	}
 	var events []Event

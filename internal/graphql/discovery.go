@@ -46,3 +46,19 @@ func (r *Resolver) namespaces(ctx context.Context) ([]*registry.NamespaceSummary
 	}
 	return out, nil
 }
+
+// paused says whether a namespace (name "") or a template is paused, by
+// its own pause or (for a template) its namespace's. The pause table holds
+// a handful of rows: one read per field is cheaper than a loader.
+func (r *Resolver) paused(ctx context.Context, namespace, name string) (bool, error) {
+	ps, err := r.store.Pauses(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, p := range ps {
+		if p.Namespace == namespace && (p.Name == "" || p.Name == name) {
+			return true, nil
+		}
+	}
+	return false, nil
+}

@@ -190,6 +190,30 @@ func TestQueries(t *testing.T) {
 	if len(handlers) != 1 || handlers[0].Name != "diamond" || handlers[0].LatestVersion != "1.0.0" || !slices.Equal(handlers[0].Versions, []string{"1.0.0"}) {
 		t.Errorf("handlers: %+v", handlers)
 	}
+	// paused follows REST's pause of the template, and not its namespace.
+	if code, body := s.rest("POST", "/handlers/shop/diamond/pause", "", ""); code != 200 {
+		t.Fatalf("pause: %d %v", code, body)
+	}
+	var pausedHandlers []struct {
+		Paused bool `json:"paused"`
+	}
+	s.gql("", `{ handlers(namespace: "shop") { paused } }`, nil).field(t, "handlers", &pausedHandlers)
+	var pausedNS []struct {
+		Name   string `json:"name"`
+		Paused bool   `json:"paused"`
+	}
+	s.gql("", `{ namespaces { name paused } }`, nil).field(t, "namespaces", &pausedNS)
+	if len(pausedHandlers) != 1 || !pausedHandlers[0].Paused || slices.ContainsFunc(pausedNS, func(n struct {
+		Name   string `json:"name"`
+		Paused bool   `json:"paused"`
+	}) bool {
+		return n.Paused
+	}) {
+		t.Errorf("paused: handlers %+v, namespaces %+v", pausedHandlers, pausedNS)
+	}
+	if code, body := s.rest("POST", "/handlers/shop/diamond/resume", "", ""); code != 200 {
+		t.Fatalf("resume: %d %v", code, body)
+	}
 
 	// Errors carry the REST problem's code and status.
 	for _, tc := range []struct {

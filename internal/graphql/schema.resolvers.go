@@ -17,6 +17,11 @@ import (
 	"github.com/taskerd/taskerd/internal/store"
 )
 
+// Paused is the resolver for the paused field.
+func (r *handlerResolver) Paused(ctx context.Context, obj *registry.HandlerSummary) (bool, error) {
+	return r.paused(ctx, obj.Namespace, obj.Name)
+}
+
 // CreateTask is the resolver for the createTask field.
 func (r *mutationResolver) CreateTask(ctx context.Context, input model.CreateTaskInput) (*model.CreateTaskPayload, error) {
 	return r.createTask(ctx, input)
@@ -45,6 +50,11 @@ func (r *mutationResolver) ResolveStep(ctx context.Context, id uuid.UUID, result
 // CancelStep is the resolver for the cancelStep field.
 func (r *mutationResolver) CancelStep(ctx context.Context, id uuid.UUID) (*store.Step, error) {
 	return r.stepAction(ctx, stepCancel, id, nil)
+}
+
+// Paused is the resolver for the paused field.
+func (r *namespaceResolver) Paused(ctx context.Context, obj *registry.NamespaceSummary) (bool, error) {
+	return r.paused(ctx, obj.Name, "")
 }
 
 // Tasks is the resolver for the tasks field.
@@ -127,8 +137,14 @@ func (r *taskResolver) Steps(ctx context.Context, obj *store.Task) ([]*store.Ste
 	return r.steps(ctx, obj)
 }
 
+// Handler returns gen.HandlerResolver implementation.
+func (r *Resolver) Handler() gen.HandlerResolver { return &handlerResolver{r} }
+
 // Mutation returns gen.MutationResolver implementation.
 func (r *Resolver) Mutation() gen.MutationResolver { return &mutationResolver{r} }
+
+// Namespace returns gen.NamespaceResolver implementation.
+func (r *Resolver) Namespace() gen.NamespaceResolver { return &namespaceResolver{r} }
 
 // Query returns gen.QueryResolver implementation.
 func (r *Resolver) Query() gen.QueryResolver { return &queryResolver{r} }
@@ -143,7 +159,9 @@ func (r *Resolver) StepReadiness() gen.StepReadinessResolver { return &stepReadi
 func (r *Resolver) Task() gen.TaskResolver { return &taskResolver{r} }
 
 type (
+	handlerResolver       struct{ *Resolver }
 	mutationResolver      struct{ *Resolver }
+	namespaceResolver     struct{ *Resolver }
 	queryResolver         struct{ *Resolver }
 	stepResolver          struct{ *Resolver }
 	stepReadinessResolver struct{ *Resolver }

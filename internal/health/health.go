@@ -47,6 +47,7 @@ func Warn(err error) error { return &WarningError{Err: err} }
 type Store interface {
 	SchemaVersion(ctx context.Context) (int64, error)
 	HealthCounts(ctx context.Context) (store.HealthCounts, error)
+	Pauses(ctx context.Context) ([]store.Pause, error)
 	PoolStats() store.PoolStats
 }
 
@@ -232,6 +233,9 @@ type StatusReport struct {
 	Cached           bool           `json:"cached"`
 	// Leadership is who runs maintenance (read fresh, never cached).
 	Leadership *Leadership `json:"leadership,omitempty"`
+	// Paused lists the paused namespaces and templates (read fresh, never
+	// cached: an operator checks it right after pausing).
+	Paused []store.Pause `json:"paused"`
 }
 
 // Leadership is the maintenance leader as this replica knows it.
@@ -295,7 +299,7 @@ func (c *Checker) Status(ctx context.Context) (StatusReport, error) {
 		r.Cached = true
 		r.Uptime = now.Sub(c.started).Seconds()
 		r.Database.Pool = c.cfg.Store.PoolStats()
-		return c.withLeadership(r), nil
+		return c.fresh(ctx, r)
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.ReadyTimeout)
 	defer cancel()
@@ -338,6 +342,19 @@ func (c *Checker) Status(ctx context.Context) (StatusReport, error) {
 	if c.cfg.StatusCacheTTL > 0 {
 		c.statusCache = &r
 		c.statusExpiry = now.Add(c.cfg.StatusCacheTTL)
+	}
+	return c.fresh(ctx, r)
+}
+
+// fresh adds what Status never caches.
+func (c *Checker) fresh(ctx context.Context, r StatusReport) (StatusReport, error) {
+	ps, err := c.cfg.Store.Pauses(ctx)
+	if err != nil {
+		return StatusReport{}, err
+	}
+	r.Paused = ps
+	if r.Paused == nil {
+		r.Paused = []store.Pause{}
 	}
 	return c.withLeadership(r), nil
 }

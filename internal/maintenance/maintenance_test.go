@@ -357,6 +357,13 @@ func TestGaugesAreSetByTheLeaderPass(t *testing.T) {
 	b.task(t, "pending", 0)
 	b.task(t, "in_progress", 0)
 	b.task(t, "complete", time.Minute)
+	// A third pending task's ready step is parked by a pause: it waits,
+	// out of the ready queue, and shows as waiting.
+	paused := b.task(t, "pending", 0)
+	if _, err := b.conn.Exec(context.Background(), `UPDATE workflow_steps
+		SET parked = 'paused', parked_at = runnable_at, runnable_at = NULL WHERE task_id = $1 AND runnable_at IS NOT NULL`, paused); err != nil {
+		t.Fatal(err)
+	}
 	b.runner.Pass(context.Background())
 
 	tasks := `
@@ -366,7 +373,7 @@ tasker_tasks_by_status{status="cancelled"} 0
 tasker_tasks_by_status{status="complete"} 1
 tasker_tasks_by_status{status="error"} 0
 tasker_tasks_by_status{status="in_progress"} 1
-tasker_tasks_by_status{status="pending"} 2
+tasker_tasks_by_status{status="pending"} 3
 tasker_tasks_by_status{status="resolved_manually"} 0
 `
 	if err := testutil.GatherAndCompare(b.reg, strings.NewReader(tasks), "tasker_tasks_by_status"); err != nil {
@@ -378,6 +385,14 @@ tasker_tasks_by_status{status="resolved_manually"} 0
 tasker_queue_depth{namespace="payments",task="refund"} 2
 `
 	if err := testutil.GatherAndCompare(b.reg, strings.NewReader(depth), "tasker_queue_depth"); err != nil {
+		t.Fatal(err)
+	}
+	waiting := `
+# HELP tasker_waiting_steps Steps ready but parked, by template and reason: paused, limit (a step concurrency slot), task_limit (a task concurrency slot) (set by the leader).
+# TYPE tasker_waiting_steps gauge
+tasker_waiting_steps{namespace="payments",reason="paused",task="refund"} 1
+`
+	if err := testutil.GatherAndCompare(b.reg, strings.NewReader(waiting), "tasker_waiting_steps"); err != nil {
 		t.Fatal(err)
 	}
 	ready := `

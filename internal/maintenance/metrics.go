@@ -17,6 +17,7 @@ type metrics struct {
 	deleted    *prometheus.CounterVec
 	queueDepth *prometheus.GaugeVec
 	oldest     *prometheus.GaugeVec
+	waiting    *prometheus.GaugeVec
 	tasks      *prometheus.GaugeVec
 	ready      *prometheus.GaugeVec
 	outbox     *prometheus.GaugeVec // no labels: a vec so that a follower can drop it
@@ -45,6 +46,10 @@ func newMetrics() *metrics {
 		oldest: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "tasker_oldest_runnable_step_age_seconds", Help: "How long the oldest runnable step of a template has waited (set by the leader).",
 		}, []string{"namespace", "task"}),
+		waiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tasker_waiting_steps",
+			Help: "Steps ready but parked, by template and reason: paused, limit (a step concurrency slot), task_limit (a task concurrency slot) (set by the leader).",
+		}, []string{"namespace", "task", "reason"}),
 		tasks: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "tasker_tasks_by_status", Help: "Tasks in the database by status (set by the leader each maintenance interval).",
 		}, []string{"status"}),
@@ -66,7 +71,7 @@ func (m *metrics) register(reg prometheus.Registerer, e *leadership.Elector) err
 		}
 		return 0
 	})
-	for _, c := range []prometheus.Collector{m.runs, m.duration, m.deleted, m.queueDepth, m.oldest, m.tasks, m.ready, m.outbox, leader} {
+	for _, c := range []prometheus.Collector{m.runs, m.duration, m.deleted, m.queueDepth, m.oldest, m.waiting, m.tasks, m.ready, m.outbox, leader} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}
@@ -77,7 +82,12 @@ func (m *metrics) register(reg prometheus.Registerer, e *leadership.Elector) err
 func (m *metrics) setGauges(g *store.Gauges) {
 	m.queueDepth.Reset()
 	m.oldest.Reset()
+	m.waiting.Reset()
 	for _, q := range g.Queues {
+		if q.Waiting != "" {
+			m.waiting.WithLabelValues(q.Namespace, q.Task, q.Waiting).Set(float64(q.Ready))
+			continue
+		}
 		m.queueDepth.WithLabelValues(q.Namespace, q.Task).Set(float64(q.Ready))
 		m.oldest.WithLabelValues(q.Namespace, q.Task).Set(q.OldestSeconds)
 	}
@@ -103,5 +113,6 @@ func (m *metrics) clearGauges() {
 	m.outbox.Reset()
 	m.queueDepth.Reset()
 	m.oldest.Reset()
+	m.waiting.Reset()
 	m.tasks.Reset()
 }

@@ -98,6 +98,13 @@ var wantObjects = map[string]string{
 	"workflow_step_edges_archive":       "table",
 	"task_transitions_archive":          "table",
 	"workflow_step_transitions_archive": "table",
+	// Pauses and limits (00013).
+	"handler_pauses":    "table",
+	"concurrency_slots": "table",
+	"rate_buckets":      "table",
+	"free_step_slot":    "function",
+	"admit_task":        "function",
+	"free_task_slot":    "function",
 }
 
 func newMigrator(t *testing.T, dsn, schema string) *migrate.Migrator {

@@ -18,6 +18,7 @@ type docTemplate struct {
 	Defaults      *docDefaults              `json:"defaults,omitempty"`
 	StepTemplates []docStep                 `json:"step_templates"`
 	Environments  map[string]docEnvironment `json:"environments,omitempty"`
+	Concurrency   *docConcurrency           `json:"concurrency,omitempty"`
 
 	// Tasker's task-level fields: accepted and kept.
 	TaskHandlerClass       *string         `json:"task_handler_class,omitempty"`
@@ -51,6 +52,8 @@ type docStep struct {
 	Timeout        *string         `json:"timeout,omitempty"`
 	Backoff        *docBackoff     `json:"backoff,omitempty"`
 	Skippable      *bool           `json:"skippable,omitempty"`
+	Concurrency    *docConcurrency `json:"concurrency,omitempty"`
+	RateLimit      *docRateLimit   `json:"rate_limit,omitempty"`
 
 	// Tasker's step fields: accepted and kept.
 	Description     *string         `json:"description,omitempty"`

@@ -394,3 +394,54 @@ func TestParseNeedsKinds(t *testing.T) {
 		t.Fatalf("want a configuration error, got %v", err)
 	}
 }
+
+// Limits are parsed into the template, and their keys render from a
+// task's context; the rate bucket of an http step is its host.
+func TestLimitsAndTheirKeys(t *testing.T) {
+	t.Parallel()
+	httpKind, err := handler.NewHTTP(handler.HTTPConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds, err := handler.NewKinds(append(handler.Builtins(), httpKind)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	def, err := registry.Parse([]byte(`
+namespace_name: shop
+name: pay
+concurrency: {limit: 3, key: "{{ .context.region }}"}
+step_templates:
+  - name: charge
+    handler: http
+    handler_config: {method: POST, url: "https://Pay.Example.com/charges/{{ .context.id }}"}
+    concurrency: {key: "{{ .context.customer_id }}", limit: 1}
+    rate_limit: {per_second: 2.5}
+  - {name: ship, handler: "remote:shipping", rate_limit: {per_second: 1}}
+  - {name: note, handler: noop, rate_limit: {per_second: 1, key: "{{ .context.region }}-notes"}}
+  - {name: free, handler: noop}
+`), registry.FormatYAML, registry.ParseConfig{Kinds: kinds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := def.Template
+	ctx := []byte(`{"region": "eu", "customer_id": "c7", "id": 1}`)
+	key, limit, err := tmpl.TaskLimitKey(ctx)
+	if err != nil || key != "task:shop.pay:eu" || limit != 3 {
+		t.Fatalf("task key %q %d %v", key, limit, err)
+	}
+	charge, _ := tmpl.Step("charge")
+	key, limit, err = tmpl.StepLimitKey(charge, ctx)
+	if err != nil || key != "step:shop.pay.charge:c7" || limit != 1 {
+		t.Fatalf("step key %q %d %v", key, limit, err)
+	}
+	for name, want := range map[string]string{"charge": "host:pay.example.com", "ship": "queue:remote:shipping", "note": "key:eu-notes", "free": ""} {
+		st, _ := tmpl.Step(name)
+		if got, _, err := st.RateKey(ctx); err != nil || got != want {
+			t.Errorf("%s: rate key %q %v, want %q", name, got, err, want)
+		}
+	}
+	if _, _, err := tmpl.StepLimitKey(charge, []byte(`{"region": "eu"}`)); err == nil {
+		t.Fatal("a context without the key's field rendered a key")
+	}
+}

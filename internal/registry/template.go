@@ -74,6 +74,8 @@ type Template struct {
 	Environment string `json:"environment,omitempty"`
 	// Environments lists the overlays the template declares.
 	Environments []string `json:"environments,omitempty"`
+	// Concurrency caps the template's tasks in progress at once (per key).
+	Concurrency *Concurrency `json:"concurrency,omitempty"`
 
 	// Tasker's fields, kept as written.
 	TaskHandlerClass       string          `json:"task_handler_class,omitempty"`
@@ -128,6 +130,10 @@ type StepTemplate struct {
 	// Backoff is the step's, else defaults.backoff, else base 1 s, max 300 s.
 	Backoff   Backoff `json:"backoff"`
 	Skippable bool    `json:"skippable"`
+	// Concurrency caps this step's runs at once (per key), across replicas.
+	Concurrency *Concurrency `json:"concurrency,omitempty"`
+	// RateLimit spaces the starts of the steps sharing its bucket.
+	RateLimit *RateLimit `json:"rate_limit,omitempty"`
 
 	// Tasker's fields, kept as written.
 	Description     string          `json:"description,omitempty"`

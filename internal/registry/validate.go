@@ -112,6 +112,7 @@ func (v *validator) validate(doc *docTemplate, env string) *Definition {
 	}
 
 	t.Defaults = v.defaults(doc.Defaults)
+	t.Concurrency = v.concurrency("/concurrency", doc.Concurrency)
 
 	doc.HandlerConfig = canonicalJSON(doc.HandlerConfig)
 	v.object("/handler_config", doc.HandlerConfig)
@@ -366,6 +367,16 @@ func (v *validator) step(d *docStep, defaults Defaults, at pointerFunc) StepTemp
 	if d.Skippable != nil {
 		s.Skippable = *d.Skippable
 	}
+	if p, ok := at("concurrency"); ok {
+		s.Concurrency = v.concurrency(p, d.Concurrency)
+	} else if d.Concurrency != nil {
+		s.Concurrency = (&validator{errs: &errorList{}}).concurrency("", d.Concurrency)
+	}
+	if p, ok := at("rate_limit"); ok {
+		s.RateLimit = v.rateLimit(p, d.RateLimit)
+	} else if d.RateLimit != nil {
+		s.RateLimit = (&validator{errs: &errorList{}}).rateLimit("", d.RateLimit)
+	}
 	if p, ok := at("custom_events"); ok {
 		v.customEvents(p, d.CustomEvents)
 	}
@@ -577,6 +588,12 @@ func mergeStep(base, o docStep) docStep {
 	if o.CustomEvents != nil {
 		m.CustomEvents = o.CustomEvents
 	}
+	if o.Concurrency != nil {
+		m.Concurrency = o.Concurrency
+	}
+	if o.RateLimit != nil {
+		m.RateLimit = o.RateLimit
+	}
 	if o.HandlerConfig != nil {
 		m.HandlerConfig = mergePatch(base.HandlerConfig, o.HandlerConfig)
 	}
@@ -603,6 +620,10 @@ func overlaySets(o *docStep, field string) bool {
 		return o.Backoff != nil
 	case "custom_events":
 		return o.CustomEvents != nil
+	case "concurrency":
+		return o.Concurrency != nil
+	case "rate_limit":
+		return o.RateLimit != nil
 	}
 	return false
 }

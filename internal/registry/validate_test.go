@@ -155,6 +155,21 @@ step_templates:
 			{"/step_templates/1/default_retry_limit", "must be a whole number, got 2.5"},
 			{"/step_templates/2/default_retry_limit", "must be a whole number, got a string"},
 		}},
+		{"bad limits", "", `
+name: x
+concurrency: {limit: 0}
+step_templates:
+  - {name: a, handler: noop, concurrency: {key: "{{ .context.customer_id"}}
+  - {name: b, handler: noop, rate_limit: {per_second: -1}, concurrency: {limit: 2, key: " "}}
+  - {name: c, handler: noop, rate_limit: {}}
+`, []want{
+			{"/concurrency/limit", "must be from 1 to 100000, got 0"},
+			{"/step_templates/0/concurrency/key", "is not a valid template"},
+			{"/step_templates/0/concurrency/limit", "is required"},
+			{"/step_templates/1/concurrency/key", "must not be empty"},
+			{"/step_templates/1/rate_limit/per_second", "must be above 0"},
+			{"/step_templates/2/rate_limit/per_second", "is required"},
+		}},
 		{"unknown fields everywhere", "", `
 name: x
 nmae: typo

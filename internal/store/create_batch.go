@@ -87,12 +87,17 @@ func createArgs(tasks []*NewTask) []any {
 		correlations, traceparents   = make([]*string, n), make([]*string, n)
 		totals, unfinisheds          = make([]int32, n), make([]int32, n)
 		actors                       = make([]*string, n)
+		taskLimitKeys                = make([]*string, n)
+		taskLimitMaxes               = make([]*int32, n)
 		stepIDs, stepTasks           = make([]uuid.UUID, 0, nSteps), make([]uuid.UUID, 0, nSteps)
 		namedStepIDs                 = make([]int64, 0, nSteps)
 		stepNames, handlers, queues  = make([]string, 0, nSteps), make([]string, 0, nSteps), make([]string, 0, nSteps)
 		limits, ords, parents        = make([]int32, 0, nSteps), make([]int32, 0, nSteps), make([]int32, 0, nSteps)
 		retryable, skippable, bypass = make([]bool, 0, nSteps), make([]bool, 0, nSteps), make([]bool, 0, nSteps)
 		inputs                       = make([]*string, 0, nSteps)
+		limitKeys, rateKeys          = make([]*string, 0, nSteps), make([]*string, 0, nSteps)
+		limitMaxes                   = make([]*int32, 0, nSteps)
+		rates                        = make([]*float64, 0, nSteps)
 		edgeFrom, edgeTo, edgeTasks  = make([]uuid.UUID, 0, nEdges), make([]uuid.UUID, 0, nEdges), make([]uuid.UUID, 0, nEdges)
 	)
 	for i, t := range tasks {
@@ -111,6 +116,7 @@ func createArgs(tasks []*NewTask) []any {
 		priorities[i], runAts[i] = int32(t.Priority), t.RunAt
 		correlations[i], traceparents[i] = nullable(t.CorrelationID), nullable(t.Traceparent)
 		totals[i], actors[i] = int32(len(t.Steps)), nullable(t.Actor)
+		taskLimitKeys[i], taskLimitMaxes[i] = nullable(t.LimitKey), nullableInt(t.LimitMax)
 		for j, st := range t.Steps {
 			stepIDs, stepTasks, namedStepIDs = append(stepIDs, st.StepID), append(stepTasks, t.TaskID), append(namedStepIDs, st.NamedStepID)
 			stepNames, handlers, queues = append(stepNames, st.Name), append(handlers, st.Handler), append(queues, st.Queue)
@@ -122,6 +128,16 @@ func createArgs(tasks []*NewTask) []any {
 				in = &s
 			}
 			inputs = append(inputs, in)
+			var limitKey, rateKey *string
+			var limitMax *int32
+			var rate *float64
+			if st.LimitKey != "" {
+				limitKey, limitMax = &st.LimitKey, new(int32(st.LimitMax))
+			}
+			if st.RateKey != "" {
+				rateKey, rate = &st.RateKey, new(st.RatePerSecond)
+			}
+			limitKeys, limitMaxes, rateKeys, rates = append(limitKeys, limitKey), append(limitMaxes, limitMax), append(rateKeys, rateKey), append(rates, rate)
 			if !st.Bypassed {
 				unfinisheds[i]++
 			}
@@ -133,8 +149,9 @@ func createArgs(tasks []*NewTask) []any {
 	return []any{
 		taskIDs, namedTaskIDs, namespaces, names, versions, contexts, initiators, sources, reasons, tags,
 		keys, hashes, priorities, runAts, correlations, traceparents, totals, unfinisheds, actors,
+		taskLimitKeys, taskLimitMaxes,
 		stepIDs, namedStepIDs, stepTasks, stepNames, handlers, queues, limits, retryable, skippable, ords, bypass,
-		inputs, parents,
+		inputs, parents, limitKeys, limitMaxes, rateKeys, rates,
 		edgeFrom, edgeTo, edgeTasks,
 		tasks[0].Stagger.Microseconds(),
 	}

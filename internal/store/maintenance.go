@@ -89,11 +89,15 @@ func (s *Store) DeleteAuditEvents(ctx context.Context, olderThan time.Duration, 
 	return tag.RowsAffected(), nil
 }
 
-// QueueGauge is the ready queue of one template.
+// QueueGauge is the ready queue of one template (Waiting ""), or its
+// steps that are ready but parked, by why they wait: "paused", "limit" (a
+// step concurrency slot), "task_limit" (a task concurrency slot).
 type QueueGauge struct {
 	Namespace, Task string
-	Ready           int64
-	OldestSeconds   float64
+	Waiting         string
+	// Ready counts the steps; OldestSeconds is how long the oldest waited.
+	Ready         int64
+	OldestSeconds float64
 }
 
 // Gauges is a snapshot of the database-wide gauges.
@@ -117,7 +121,7 @@ func (s *Store) ReadGauges(ctx context.Context) (*Gauges, error) {
 	b.Queue(gaugesQueueSQL).Query(func(rows pgx.Rows) (err error) {
 		g.Queues, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (QueueGauge, error) {
 			var q QueueGauge
-			err := row.Scan(&q.Namespace, &q.Task, &q.Ready, &q.OldestSeconds)
+			err := row.Scan(&q.Namespace, &q.Task, &q.Waiting, &q.Ready, &q.OldestSeconds)
 			return q, err
 		})
 		return err

@@ -46,6 +46,12 @@ type ClaimParams struct {
 	// it with the claimed steps (for an event outbox); an error rolls the
 	// claim back. Without it the claim is a single statement.
 	InTx func(ctx context.Context, tx Tx, steps []ClaimedStep) error
+	// Held, when set, is called when the claim held back candidates rather
+	// than claiming them (a paused template, no concurrency slot, no rate
+	// token): n of them, and when the earliest rate-limited one is due
+	// (zero for none). Held rows no longer fill the batch, so a caller that
+	// got fewer steps than it asked for should claim again.
+	Held func(n int, nextDue time.Time)
 }
 
 //go:embed sql/steps_claim.sql
@@ -59,7 +65,7 @@ func (s *Store) ClaimSteps(ctx context.Context, p ClaimParams) (steps []ClaimedS
 			if err != nil {
 				return err
 			}
-			if steps, err = scanClaimed(rows); err != nil {
+			if steps, err = scanClaimed(rows, p.Held); err != nil {
 				return err
 			}
 			return p.InTx(ctx, Tx{tx}, steps)
@@ -74,7 +80,7 @@ func (s *Store) ClaimSteps(ctx context.Context, p ClaimParams) (steps []ClaimedS
 	b.Queue(hotPlannerSQL)
 	claim := b.Queue(stepsClaimSQL, p.Queue, p.Limit, p.Owner, p.Lease.Milliseconds())
 	claim.Query(func(rows pgx.Rows) error {
-		steps, err = scanClaimed(rows)
+		steps, err = scanClaimed(rows, p.Held)
 		return err
 	})
 	if err := s.pool.SendBatch(ctx, &b).Close(); err != nil {
@@ -83,7 +89,7 @@ func (s *Store) ClaimSteps(ctx context.Context, p ClaimParams) (steps []ClaimedS
 	return steps, nil
 }
 
-func scanClaimed(rows pgx.Rows) (steps []ClaimedStep, err error) {
+func scanClaimed(rows pgx.Rows, held func(int, time.Time)) (steps []ClaimedStep, err error) {
 	defer rows.Close()
 	for rows.Next() {
 		var c ClaimedStep
@@ -92,6 +98,16 @@ func scanClaimed(rows pgx.Rows) (steps []ClaimedStep, err error) {
 			&c.Handler, &c.Attempt, &inputs, &c.Context, &c.CorrelationID, &c.Traceparent, &c.LeaseExpiresAt,
 			&parents, &c.TaskStarted, &c.ReadyAt); err != nil {
 			return nil, err
+		}
+		if c.StepID == uuid.Nil { // the summary of held candidates
+			if held != nil {
+				var due time.Time
+				if c.LeaseExpiresAt.After(time.Unix(0, 0)) {
+					due = c.LeaseExpiresAt
+				}
+				held(c.Attempt, due)
+			}
+			continue
 		}
 		c.Inputs = inputs
 		if len(parents) > 0 {

@@ -94,14 +94,24 @@ func TestDiamondThroughTheStore(t *testing.T) {
 	// b fails with a retry left: error → pending with a backoff; c completes.
 	res, err = s.FinishSteps(ctx, store.FinishParams{Owner: "r1", Channel: "c",
 		Completions: []store.Completion{{StepID: got["c"].StepID, Attempt: 1}},
-		Failures:    []store.Failure{{StepID: got["b"].StepID, Attempt: 1, Error: json.RawMessage(`{"message":"boom"}`), Retryable: true, Delay: 50 * time.Millisecond}},
+		Failures:    []store.Failure{{StepID: got["b"].StepID, Attempt: 1, Error: json.RawMessage(`{"message":"boom"}`), Retryable: true, Delay: time.Hour}},
 	})
 	if err != nil || len(res.Retried) != 1 || len(res.Completed) != 1 || res.BecameRunnable != 0 {
 		t.Fatalf("b retry, c complete: %+v %v", res, err)
 	}
-	// The retry is not claimable before its backoff, then it is.
+	// The retry is not claimable before its backoff, then it is. (An hour,
+	// then moved to now in SQL: a short real backoff made the first check
+	// depend on the machine's speed.)
 	if early := claim(t, s, "r1", 10); len(early) != 0 {
 		t.Fatalf("claimed during backoff: %+v", early)
+	}
+	var wait time.Duration
+	must(t, conn.QueryRow(ctx, `SELECT runnable_at - now() FROM workflow_steps WHERE workflow_step_id = $1`, got["b"].StepID).Scan(&wait))
+	if wait < 59*time.Minute {
+		t.Fatalf("b runnable in %v, want its hour of backoff", wait)
+	}
+	if _, err := conn.Exec(ctx, `UPDATE workflow_steps SET runnable_at = now() WHERE workflow_step_id = $1`, got["b"].StepID); err != nil {
+		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	var b []store.ClaimedStep

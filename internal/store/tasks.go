@@ -32,6 +32,11 @@ type NewTask struct {
 	Actor          string
 	Steps          []NewStep
 	Edges          []Edge
+	// LimitKey, when set, admits the task only while fewer than LimitMax
+	// tasks of the key are admitted and unfinished; it waits, in creation
+	// order, otherwise (a task concurrency limit).
+	LimitKey string
+	LimitMax int
 	// Stagger spaces root steps' runnable times (see task_create.sql).
 	Stagger time.Duration
 	// InTx, when set, creates the task in a transaction and calls the hook
@@ -57,6 +62,14 @@ type NewStep struct {
 	Bypassed          bool
 	Inputs            []byte // JSON or nil
 	UnfinishedParents int
+	// LimitKey, when set, lets at most LimitMax steps of the key run at
+	// once (a step concurrency limit).
+	LimitKey string
+	LimitMax int
+	// RateKey, when set, starts steps of the key at most RatePerSecond
+	// times a second.
+	RateKey       string
+	RatePerSecond float64
 }
 
 // Edge links a parent step to a child step.
@@ -112,6 +125,14 @@ func (s *Store) CreateTask(ctx context.Context, t NewTask) (taskID uuid.UUID, cr
 		return taskID, false, &IdempotencyConflictError{TaskID: taskID}
 	}
 	return taskID, false, nil
+}
+
+// nullableInt is NULL for zero.
+func nullableInt(n int) *int32 {
+	if n == 0 {
+		return nil
+	}
+	return new(int32(n))
 }
 
 func nullable(s string) *string {

@@ -33,7 +33,9 @@ func NewExecutableSchema(cfg Config) graphql.ExecutableSchema {
 type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 
 type ResolverRoot interface {
+	Handler() HandlerResolver
 	Mutation() MutationResolver
+	Namespace() NamespaceResolver
 	Query() QueryResolver
 	Step() StepResolver
 	StepReadiness() StepReadinessResolver
@@ -53,6 +55,7 @@ type ComplexityRoot struct {
 		LatestVersion func(childComplexity int) int
 		Name          func(childComplexity int) int
 		Namespace     func(childComplexity int) int
+		Paused        func(childComplexity int) int
 		Versions      func(childComplexity int) int
 	}
 
@@ -68,6 +71,7 @@ type ComplexityRoot struct {
 	Namespace struct {
 		HandlerCount func(childComplexity int) int
 		Name         func(childComplexity int) int
+		Paused       func(childComplexity int) int
 	}
 
 	PageInfo struct {
@@ -164,6 +168,9 @@ type ComplexityRoot struct {
 
 // region    ************************** generated!.gotpl **************************
 
+type HandlerResolver interface {
+	Paused(ctx context.Context, obj *registry.HandlerSummary) (bool, error)
+}
 type MutationResolver interface {
 	CreateTask(ctx context.Context, input model.CreateTaskInput) (*model.CreateTaskPayload, error)
 	UpdateTask(ctx context.Context, id uuid.UUID, input model.UpdateTaskInput) (*store.Task, error)
@@ -171,6 +178,9 @@ type MutationResolver interface {
 	RetryStep(ctx context.Context, id uuid.UUID) (*store.Step, error)
 	ResolveStep(ctx context.Context, id uuid.UUID, results json.RawMessage) (*store.Step, error)
 	CancelStep(ctx context.Context, id uuid.UUID) (*store.Step, error)
+}
+type NamespaceResolver interface {
+	Paused(ctx context.Context, obj *registry.NamespaceSummary) (bool, error)
 }
 type QueryResolver interface {
 	Tasks(ctx context.Context, filter *model.TaskFilter, first *int, after *string, sortBy *model.TaskSortKey, sortOrder *model.SortOrder) (*model.TaskConnection, error)
@@ -246,6 +256,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Handler.Namespace(childComplexity), true
+	case "Handler.paused":
+		if e.ComplexityRoot.Handler.Paused == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Handler.Paused(childComplexity), true
 	case "Handler.versions":
 		if e.ComplexityRoot.Handler.Versions == nil {
 			break
@@ -332,6 +348,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Namespace.Name(childComplexity), true
+	case "Namespace.paused":
+		if e.ComplexityRoot.Namespace.Paused == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Namespace.Paused(childComplexity), true
 
 	case "PageInfo.endCursor":
 		if e.ComplexityRoot.PageInfo.EndCursor == nil {
@@ -1011,6 +1033,8 @@ type Namespace {
   name: String!
   "The templates (names) with a live version."
   handlerCount: Int!
+  "Whether the namespace is paused: its steps are not claimed (POST /handlers/{namespace}/pause)."
+  paused: Boolean!
 }
 
 type Handler {
@@ -1019,6 +1043,8 @@ type Handler {
   "The live versions, lowest first."
   versions: [String!]!
   latestVersion: String!
+  "Whether the template's steps are not claimed, by its own pause or its namespace's."
+  paused: Boolean!
 }
 
 "The body of POST /tasks."
@@ -1083,6 +1109,8 @@ func (ec *executionContext) childFields_Handler(ctx context.Context, field graph
 		return ec.fieldContext_Handler_versions(ctx, field)
 	case "latestVersion":
 		return ec.fieldContext_Handler_latestVersion(ctx, field)
+	case "paused":
+		return ec.fieldContext_Handler_paused(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Handler", field.Name)
 }
@@ -1093,6 +1121,8 @@ func (ec *executionContext) childFields_Namespace(ctx context.Context, field gra
 		return ec.fieldContext_Namespace_name(ctx, field)
 	case "handlerCount":
 		return ec.fieldContext_Namespace_handlerCount(ctx, field)
+	case "paused":
+		return ec.fieldContext_Namespace_paused(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Namespace", field.Name)
 }
@@ -1798,6 +1828,29 @@ func (ec *executionContext) fieldContext_Handler_latestVersion(_ context.Context
 	return graphql.NewScalarFieldContext("Handler", field, false, false, "String")
 }
 
+func (ec *executionContext) _Handler_paused(ctx context.Context, field graphql.CollectedField, obj *registry.HandlerSummary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Handler_paused(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Handler().Paused(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Handler_paused(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Handler", field, true, true, "Boolean")
+}
+
 func (ec *executionContext) _Mutation_createTask(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -2106,6 +2159,29 @@ func (ec *executionContext) _Namespace_handlerCount(ctx context.Context, field g
 }
 func (ec *executionContext) fieldContext_Namespace_handlerCount(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Namespace", field, false, false, "Int")
+}
+
+func (ec *executionContext) _Namespace_paused(ctx context.Context, field graphql.CollectedField, obj *registry.NamespaceSummary) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Namespace_paused(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Namespace().Paused(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v bool) graphql.Marshaler {
+			return ec.marshalNBoolean2bool(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Namespace_paused(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Namespace", field, true, true, "Boolean")
 }
 
 func (ec *executionContext) _PageInfo_hasNextPage(ctx context.Context, field graphql.CollectedField, obj *model.PageInfo) (ret graphql.Marshaler) {
@@ -5310,23 +5386,29 @@ func (ec *executionContext) _Handler(ctx context.Context, sel ast.SelectionSet, 
 		case "name":
 			out.Values[i] = ec._Handler_name(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "namespace":
 			out.Values[i] = ec._Handler_namespace(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "versions":
 			out.Values[i] = ec._Handler_versions(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "latestVersion":
 			out.Values[i] = ec._Handler_latestVersion(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "paused":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Handler_paused(ctx, field, obj)
+				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -5436,13 +5518,19 @@ func (ec *executionContext) _Namespace(ctx context.Context, sel ast.SelectionSet
 		case "name":
 			out.Values[i] = ec._Namespace_name(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
 		case "handlerCount":
 			out.Values[i] = ec._Namespace_handlerCount(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
-				out.Invalids++
+				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "paused":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Namespace_paused(ctx, field, obj)
+				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}

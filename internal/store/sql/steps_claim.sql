@@ -7,13 +7,77 @@
 -- Rows are always located by key (= ANY, or lookups kept apart with
 -- OFFSET 0) so the plan stays index-driven even on tables that grew faster
 -- than autovacuum analyses them.
+--
+-- Gates (migration 00013). A candidate of a paused template, or whose
+-- concurrency key has no free slot, is parked instead (runnable_at NULL:
+-- out of the ready index, never scanned again until it is unparked); one
+-- whose rate key has no token is put back with runnable_at at the time its
+-- token is due. Only candidates with a limit_key or rate_key, or all of
+-- them while some pause exists, are looked at: without limits or pauses
+-- the gates cost one probe of the (empty) pause table.
 WITH candidates AS (
-  SELECT workflow_step_id, runnable_at
+  SELECT workflow_step_id, task_id, runnable_at, limit_key, limit_max, rate_key, rate_per_second
   FROM workflow_steps
   WHERE queue = $1 AND status = 'pending' AND runnable_at IS NOT NULL AND runnable_at <= now()
   ORDER BY priority DESC, runnable_at, workflow_step_id
   LIMIT $2
   FOR UPDATE SKIP LOCKED
+), gated AS (
+  SELECT c.*,
+         EXISTS (SELECT 1 FROM handler_pauses) AND EXISTS (SELECT 1 FROM tasks t JOIN handler_pauses p
+                   ON p.namespace_name = t.namespace_name AND p.task_name IN ('', t.task_name)
+                 WHERE t.task_id = c.task_id) AS paused
+  FROM candidates c
+  WHERE c.limit_key IS NOT NULL OR c.rate_key IS NOT NULL OR EXISTS (SELECT 1 FROM handler_pauses)
+), rated AS (
+  SELECT g.workflow_step_id, g.rate_key, g.rate_per_second,
+         row_number() OVER (PARTITION BY g.rate_key ORDER BY g.runnable_at, g.workflow_step_id) AS k
+  FROM gated g WHERE g.rate_key IS NOT NULL AND NOT g.paused
+), buckets AS (
+  -- Refilled to at most one token; the lock orders the key's claimers.
+  SELECT b.rate_key, n.rps, n.want,
+         least(1.0, b.tokens + n.rps * extract(epoch FROM clock_timestamp() - b.refilled_at)) AS tokens
+  FROM (SELECT rate_key, count(*) AS want, min(rate_per_second) AS rps FROM rated GROUP BY rate_key) n
+  JOIN rate_buckets b ON b.rate_key = n.rate_key
+  ORDER BY b.rate_key
+  FOR UPDATE OF b
+), spent AS (
+  UPDATE rate_buckets b SET tokens = k.tokens - least(floor(k.tokens), k.want), refilled_at = clock_timestamp()
+  FROM buckets k WHERE b.rate_key = k.rate_key
+), limited AS (
+  -- Steps with a token (or no rate key) queue for their concurrency key.
+  SELECT g.workflow_step_id, g.limit_key, g.limit_max,
+         row_number() OVER (PARTITION BY g.limit_key ORDER BY g.runnable_at, g.workflow_step_id) AS k
+  FROM gated g LEFT JOIN rated r USING (workflow_step_id) LEFT JOIN buckets b ON b.rate_key = r.rate_key
+  WHERE g.limit_key IS NOT NULL AND NOT g.paused AND (r.k IS NULL OR r.k <= floor(b.tokens))
+), slots AS (
+  SELECT s.limit_key, greatest(0, least(n.want, n.max - s.running)) AS granted
+  FROM (SELECT limit_key, count(*) AS want, min(limit_max) AS max FROM limited GROUP BY limit_key) n
+  JOIN concurrency_slots s ON s.limit_key = n.limit_key
+  ORDER BY s.limit_key
+  FOR UPDATE OF s
+), taken AS (
+  UPDATE concurrency_slots s SET running = s.running + sl.granted
+  FROM slots sl WHERE s.limit_key = sl.limit_key AND sl.granted > 0
+), held AS (
+  -- The gated candidates that do not run now, and why.
+  SELECT g.workflow_step_id, g.runnable_at,
+         CASE WHEN g.paused THEN 'paused'
+              WHEN r.k > floor(b.tokens) THEN 'rate'
+              ELSE 'limit' END AS reason,
+         clock_timestamp() + (r.k - b.tokens) / b.rps * interval '1 second' AS due
+  FROM gated g
+  LEFT JOIN rated r USING (workflow_step_id) LEFT JOIN buckets b ON b.rate_key = r.rate_key
+  LEFT JOIN limited l USING (workflow_step_id) LEFT JOIN slots sl ON sl.limit_key = l.limit_key
+  WHERE g.paused OR r.k > floor(b.tokens) OR l.k > coalesce(sl.granted, 0)
+), parked AS (
+  UPDATE workflow_steps w
+  SET runnable_at = CASE WHEN h.reason = 'rate' THEN h.due END,
+      parked = CASE WHEN h.reason <> 'rate' THEN h.reason END,
+      parked_at = CASE WHEN h.reason <> 'rate' THEN h.runnable_at END,
+      updated_at = now()
+  FROM held h WHERE w.workflow_step_id = h.workflow_step_id
+  RETURNING h.reason, h.due
 ), claimed AS (
   UPDATE workflow_steps w
   SET status = 'in_progress', attempts = w.attempts + 1, lease_owner = $3,
@@ -21,6 +85,7 @@ WITH candidates AS (
       last_attempted_at = now(), runnable_at = NULL, updated_at = now()
   FROM candidates c
   WHERE w.workflow_step_id = c.workflow_step_id
+    AND NOT EXISTS (SELECT 1 FROM held h WHERE h.workflow_step_id = c.workflow_step_id)
   RETURNING w.workflow_step_id, w.task_id, w.name, w.handler, w.attempts, w.retry_base, w.retry_limit,
             w.inputs, w.lease_expires_at, c.runnable_at AS ready_at
 ), step_transitions AS (
@@ -52,3 +117,11 @@ SELECT c.workflow_step_id, c.task_id, t.named_task_id, t.namespace_name, t.task_
        EXISTS (SELECT 1 FROM started s WHERE s.task_id = c.task_id) AS task_started,
        c.ready_at
 FROM claimed c, LATERAL (SELECT * FROM tasks t WHERE t.task_id = c.task_id OFFSET 0) t
+UNION ALL
+-- One summary row (nil step id) when candidates were held: how many, and
+-- when the earliest rate-limited one is due, so the caller claims again
+-- (parked rows freed room in its batch) and wakes up on time.
+SELECT '00000000-0000-0000-0000-000000000000'::uuid, '00000000-0000-0000-0000-000000000000'::uuid, 0::bigint,
+       '', '', '', '', '', count(*)::int, NULL::jsonb, NULL::jsonb, '', '',
+       coalesce(min(due) FILTER (WHERE reason = 'rate'), 'epoch'), NULL::jsonb, false, now()
+FROM parked HAVING count(*) > 0

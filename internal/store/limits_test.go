@@ -1,0 +1,189 @@
+package store_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/taskerd/taskerd/internal/store"
+	"github.com/taskerd/taskerd/internal/testdb"
+)
+
+// limitedTask is a one-step task whose step has concurrency key "k", limit 1.
+func limitedTask(f *fixture) store.NewTask {
+	return store.NewTask{
+		TaskID: uuid.Must(uuid.NewV7()), NamedTaskID: f.namedTaskID, Namespace: "payments", Name: "refund", Version: "1.0.0",
+		Steps: []store.NewStep{{StepID: uuid.Must(uuid.NewV7()), NamedStepID: f.namedStepID, Name: "a", Handler: "noop",
+			RetryLimit: 2, Retryable: true, LimitKey: "k", LimitMax: 1}},
+	}
+}
+
+// The claim parks a step whose key has no free slot (and says so), a
+// completion wakes the oldest waiting one, and a woken step cancelled
+// before it ran passes the turn on rather than leaving the key stuck.
+func TestLimitSlotsThroughTheStore(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dsn := testdb.New(t)
+	conn := connect(t, dsn)
+	s := newStore(t, dsn)
+	f := newFixture(t, conn)
+	var tasks []store.NewTask
+	for range 3 {
+		nt := limitedTask(f)
+		if _, _, err := s.CreateTask(ctx, nt); err != nil {
+			t.Fatal(err)
+		}
+		tasks = append(tasks, nt)
+	}
+	parkedOf := func(nt store.NewTask) string {
+		t.Helper()
+		var p *string
+		if err := conn.QueryRow(ctx, "SELECT parked FROM workflow_steps WHERE task_id = $1", nt.TaskID).Scan(&p); err != nil {
+			t.Fatal(err)
+		}
+		if p == nil {
+			return ""
+		}
+		return *p
+	}
+	held := 0
+	steps, err := s.ClaimSteps(ctx, store.ClaimParams{Limit: 10, Owner: "r1", Lease: time.Minute,
+		Held: func(n int, _ time.Time) { held = n }})
+	if err != nil || len(steps) != 1 || steps[0].TaskID != tasks[0].TaskID || held != 2 {
+		t.Fatalf("first claim: %d steps, %d held, %v", len(steps), held, err)
+	}
+	if parkedOf(tasks[1]) != "limit" || parkedOf(tasks[2]) != "limit" {
+		t.Fatal("the steps over the limit are not parked")
+	}
+	if more := claim(t, s, "r2", 10); len(more) != 0 {
+		t.Fatalf("claimed %d parked steps", len(more))
+	}
+	// The holder completes: the oldest waiting step is woken, the other waits.
+	if _, err := s.FinishSteps(ctx, store.FinishParams{Owner: "r1",
+		Completions: []store.Completion{{StepID: steps[0].StepID, Attempt: 1, Results: json.RawMessage(`{}`)}}}); err != nil {
+		t.Fatal(err)
+	}
+	if parkedOf(tasks[1]) != "" || parkedOf(tasks[2]) != "limit" {
+		t.Fatalf("after the completion: parked %q and %q", parkedOf(tasks[1]), parkedOf(tasks[2]))
+	}
+	// The woken step is cancelled before any claim: the next one wakes.
+	if _, err := conn.Exec(ctx, "UPDATE workflow_steps SET status = 'cancelled', runnable_at = NULL WHERE task_id = $1", tasks[1].TaskID); err != nil {
+		t.Fatal(err)
+	}
+	got := claim(t, s, "r2", 10)
+	if len(got) != 1 || got[0].TaskID != tasks[2].TaskID {
+		t.Fatalf("after the cancel: claimed %d steps", len(got))
+	}
+	var running int
+	if err := conn.QueryRow(ctx, "SELECT running FROM concurrency_slots WHERE limit_key = 'k'").Scan(&running); err != nil || running != 1 {
+		t.Fatalf("slot count %d, %v; want 1", running, err)
+	}
+}
+
+// Pausing parks runnable steps and a claim parks those that became
+// runnable after the pause; resuming makes them claimable.
+func TestPauseThroughTheStore(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dsn := testdb.New(t)
+	conn := connect(t, dsn)
+	s := newStore(t, dsn)
+	f := newFixture(t, conn)
+	before, _ := diamond(f, "")
+	if _, _, err := s.CreateTask(ctx, before); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.PauseHandlers(ctx, "payments", "refund", "ops"); err != nil || n != 1 {
+		t.Fatalf("pause parked %d, %v; want 1", n, err)
+	}
+	after, _ := diamond(f, "")
+	if _, _, err := s.CreateTask(ctx, after); err != nil {
+		t.Fatal(err)
+	}
+	held := 0
+	steps, err := s.ClaimSteps(ctx, store.ClaimParams{Limit: 10, Owner: "r1", Lease: time.Minute,
+		Held: func(n int, _ time.Time) { held = n }})
+	if err != nil || len(steps) != 0 || held != 1 {
+		t.Fatalf("claim while paused: %d steps, %d held, %v", len(steps), held, err)
+	}
+	ps, err := s.Pauses(ctx)
+	if err != nil || len(ps) != 1 || ps[0].Name != "refund" || ps[0].PausedBy != "ops" {
+		t.Fatalf("pauses %+v %v", ps, err)
+	}
+	resumed, n, err := s.ResumeHandlers(ctx, "payments", "refund", "tasker_steps")
+	if err != nil || !resumed || n != 2 {
+		t.Fatalf("resume: %v %d %v; want 2 steps", resumed, n, err)
+	}
+	if got := claim(t, s, "r1", 10); len(got) != 2 {
+		t.Fatalf("after resume: claimed %d, want 2", len(got))
+	}
+	// A namespace pause covers the template too.
+	if _, err := s.PauseHandlers(ctx, "payments", "", "ops"); err != nil {
+		t.Fatal(err)
+	}
+	third, _ := diamond(f, "")
+	if _, _, err := s.CreateTask(ctx, third); err != nil {
+		t.Fatal(err)
+	}
+	if got := claim(t, s, "r1", 10); len(got) != 0 {
+		t.Fatalf("claimed %d steps of a paused namespace", len(got))
+	}
+}
+
+// A task concurrency key admits tasks in creation order: beyond the limit
+// a task waits with its runnable steps parked, and an admitted task that
+// ends (here cancelled) admits the next.
+func TestTaskLimitAdmission(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dsn := testdb.New(t)
+	conn := connect(t, dsn)
+	s := newStore(t, dsn)
+	f := newFixture(t, conn)
+	var ids []uuid.UUID
+	for range 3 {
+		nt, _ := diamond(f, "")
+		nt.LimitKey, nt.LimitMax = "t", 1
+		if _, _, err := s.CreateTask(ctx, nt); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, nt.TaskID)
+	}
+	state := func(id uuid.UUID) (limitState string, parked int) {
+		t.Helper()
+		if err := conn.QueryRow(ctx, `SELECT limit_state, (SELECT count(*) FROM workflow_steps WHERE task_id = $1 AND parked = 'task_limit')
+			FROM tasks WHERE task_id = $1`, id).Scan(&limitState, &parked); err != nil {
+			t.Fatal(err)
+		}
+		return limitState, parked
+	}
+	if st, p := state(ids[0]); st != "admitted" || p != 0 {
+		t.Fatalf("first task: %s with %d parked steps", st, p)
+	}
+	for _, id := range ids[1:] {
+		if st, p := state(id); st != "waiting" || p != 1 {
+			t.Fatalf("later task: %s with %d parked steps, want waiting with its root parked", st, p)
+		}
+	}
+	got := claim(t, s, "r1", 10)
+	if len(got) != 1 || got[0].TaskID != ids[0] {
+		t.Fatalf("claimed %d steps; only the admitted task's root may run", len(got))
+	}
+	if _, err := conn.Exec(ctx, "UPDATE tasks SET status = 'cancelled' WHERE task_id = $1", ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	if st, p := state(ids[1]); st != "admitted" || p != 0 {
+		t.Fatalf("after the first ended, the second: %s with %d parked steps", st, p)
+	}
+	if st, _ := state(ids[2]); st != "waiting" {
+		t.Fatalf("the third: %s, want still waiting", st)
+	}
+	got = claim(t, s, "r1", 10)
+	if len(got) != 1 || got[0].TaskID != ids[1] {
+		t.Fatalf("after admission: claimed %d steps", len(got))
+	}
+}
