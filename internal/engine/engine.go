@@ -341,7 +341,12 @@ func (e *Engine) claimLoop(ctx, runCtx context.Context, wakeups <-chan string) {
 				return e.cfg.Events.InTx(ctx, tx, events)
 			}
 		}
-		steps, err := e.store.ClaimSteps(ctx, p)
+		// Stop does not cancel a claim under way: cut mid-commit, it could
+		// lease steps that this replica then neither runs nor hands back,
+		// leaving them to wait for their lease to expire. What it returns
+		// after Stop began runs (or is handed back at Stop's deadline) like
+		// any other claim.
+		steps, err := e.store.ClaimSteps(context.WithoutCancel(ctx), p)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
