@@ -35,17 +35,17 @@ const (
 	loadQuickRate = 50
 	// loadMaxInFlight bounds the requests open at once: the load is at a
 	// fixed rate while the server keeps up, and never a flood when not.
-	loadMaxInFlight      = 64
-	loadGoroutineSlack   = 10
-	loadHeapGrowthPct    = 20
-	loadWorker           = "bench-load"
-	loadQueue            = "remote:load"
-	loadGoroutineLabel   = "taskerd_bench_replica"
-	loadSettleTimeout    = 15 * time.Second
-	loadDrainTimeout     = 2 * time.Minute
-	loadLeaseSeconds     = 60
-	loadClaimMax         = 5
-	loadWarmupFullLength = 5 * time.Second
+	loadMaxInFlight    = 64
+	loadGoroutineSlack = 10
+	loadHeapGrowthPct  = 20
+	loadWorker         = "bench-load"
+	loadQueue          = "remote:load"
+	loadGoroutineLabel = "taskerd_bench_replica"
+	loadSettleTimeout  = 15 * time.Second
+	loadDrainTimeout   = 2 * time.Minute
+	loadLeaseSeconds   = 60
+	loadClaimMax       = 5
+	loadMinWarmup      = 5 * time.Second
 )
 
 // The routes the load sends, in the order figures are reported.
@@ -59,10 +59,13 @@ var loadRoutes = []string{"create", "list", "show", "claim", "complete"}
 // after GC within 20 % of before. Those figures carry gates: `taskerd
 // bench` exits non-zero when one is missed.
 func (r *runner) load(ctx context.Context) ([]Figure, error) {
-	dur, rate, warmup := r.duration, loadRate, loadWarmupFullLength
+	dur, rate := r.duration, loadRate
 	if dur <= 0 {
 		dur = DefaultLoadDuration
 	}
+	// A quarter as long again of the same traffic first, so that what fills
+	// once (pools, caches, prepared statements) is mostly in the baseline.
+	warmup := max(loadMinWarmup, dur/4)
 	if r.quick {
 		dur, rate, warmup = min(dur, time.Second), loadQuickRate, 200*time.Millisecond
 	}
@@ -97,8 +100,6 @@ func (r *runner) load(ctx context.Context) ([]Figure, error) {
 
 	l := &loadGen{logger: r.logger, base: "http://" + s.Addr() + "/tasker", lat: map[string][]time.Duration{},
 		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: loadMaxInFlight}}}
-	// A short run of the same traffic first, so that what fills once
-	// (pools, caches, prepared statements) is in the baseline.
 	if err := l.run(ctx, warmup, rate); err != nil {
 		return nil, err
 	}
@@ -107,6 +108,7 @@ func (r *runner) load(ctx context.Context) ([]Figure, error) {
 	}
 	l.reset()
 	goBefore, heapBefore := l.settle(label, -1)
+	connsBefore := s.Store().PoolStats().TotalConns
 
 	started := time.Now()
 	if err := l.run(ctx, dur, rate); err != nil {
@@ -118,6 +120,7 @@ func (r *runner) load(ctx context.Context) ([]Figure, error) {
 		return nil, err
 	}
 	goAfter, heapAfter := l.settle(label, goBefore)
+	connsAfter := s.Store().PoolStats().TotalConns
 	r.logger.Info("load: done", slog.Int("goroutines_before", goBefore), slog.Int("goroutines_after", goAfter),
 		slog.Uint64("heap_before", heapBefore), slog.Uint64("heap_after", heapAfter))
 
@@ -132,6 +135,8 @@ func (r *runner) load(ctx context.Context) ([]Figure, error) {
 		Figure{Workload: "load", Metric: "goroutines_after", Value: float64(goAfter), Unit: "goroutines (the replica's)", Replicas: 1},
 		gate(Figure{Workload: "load", Metric: "goroutine_growth", Value: float64(growth), Unit: "goroutines", Replicas: 1},
 			fmt.Sprintf("within ±%d", loadGoroutineSlack), growth <= loadGoroutineSlack && growth >= -loadGoroutineSlack),
+		Figure{Workload: "load", Metric: "db_conns_before", Value: float64(connsBefore), Unit: "pool connections", Replicas: 1},
+		Figure{Workload: "load", Metric: "db_conns_after", Value: float64(connsAfter), Unit: "pool connections", Replicas: 1},
 		Figure{Workload: "load", Metric: "heap_before_mb", Value: float64(heapBefore) / (1 << 20), Unit: "MiB after GC (process)", Replicas: 1},
 		Figure{Workload: "load", Metric: "heap_after_mb", Value: float64(heapAfter) / (1 << 20), Unit: "MiB after GC (process)", Replicas: 1},
 	)
