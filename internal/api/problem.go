@@ -30,6 +30,12 @@ const (
 // nothing is served at it and clients should compare it, not dereference it.
 const problemTypePrefix = "urn:taskerd:problem:"
 
+// UnavailableRetryAfter is the Retry-After header, in seconds, of every
+// unavailable problem (503): long enough that clients do not hammer a
+// database coming back, short enough that a connection cut or a restart
+// costs them a second or two.
+const UnavailableRetryAfter = "1"
+
 // statusClientClosedRequest is nginx's non-standard status for a client that
 // went away before the answer; it only reaches the access log, never a client.
 const statusClientClosedRequest = 499
@@ -135,7 +141,8 @@ func Conflict(detail string) *Problem {
 	return newProblem(http.StatusConflict, "conflict", "Conflict", detail, nil)
 }
 
-// Unavailable reports a temporary failure the client may retry.
+// Unavailable reports a temporary failure the client may retry; WriteProblem
+// answers it with Retry-After: UnavailableRetryAfter.
 func Unavailable(detail string) *Problem {
 	return newProblem(http.StatusServiceUnavailable, "unavailable", "Service Unavailable", detail, nil)
 }
@@ -167,6 +174,11 @@ func WriteProblem(w http.ResponseWriter, r *http.Request, p *Problem) {
 	}
 	if out.RequestID == "" {
 		out.RequestID = RequestIDFromContext(r.Context())
+	}
+	if out.Status == http.StatusServiceUnavailable && w.Header().Get("Retry-After") == "" {
+		// RFC 9110 §10.2.3: tells clients (and the http kind of another
+		// taskerd) when to come back instead of leaving them to guess.
+		w.Header().Set("Retry-After", UnavailableRetryAfter)
 	}
 	writeBody(w, ContentTypeProblem, out.Status, &out)
 }

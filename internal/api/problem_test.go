@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"github.com/go-chi/chi/v5"
+
+	"github.com/taskerd/taskerd/internal/store"
 )
 
 // readProblem asserts that resp is a problem document and decodes it.
@@ -190,6 +192,10 @@ func TestWriteError(t *testing.T) {
 			wantStatus: 503, wantSlug: "unavailable", wantDetail: "canceled",
 		},
 		{
+			name: "database unavailable", err: fmt.Errorf("list tasks: %w: connection refused", store.ErrUnavailable),
+			wantStatus: 503, wantSlug: "unavailable", wantDetail: "retry later", notInBody: "connection refused",
+		},
+		{
 			name: "canceled because the client left", err: fmt.Errorf("load steps: %w", context.Canceled), cancelReq: true,
 			wantStatus: statusClientClosedRequest, wantNoBytes: true,
 		},
@@ -232,6 +238,10 @@ func TestWriteError(t *testing.T) {
 				if !strings.Contains(p.Detail, tt.wantDetail) {
 					t.Errorf("detail = %q, want it to contain %q", p.Detail, tt.wantDetail)
 				}
+			}
+			// Every 503 says when to come back; nothing else does.
+			if got, want := rec.Header().Get("Retry-After"), map[bool]string{true: UnavailableRetryAfter}[tt.wantStatus == 503]; got != want {
+				t.Errorf("Retry-After = %q, want %q", got, want)
 			}
 
 			errorLines := logs.recordsAt(t, "ERROR")

@@ -38,7 +38,7 @@ var Workloads = []string{"throughput", "latency", "dag-size", "api", "idle"}
 
 // Extra lists workloads that run only when named with --workload: they
 // check an operational promise rather than a speed target, and take long.
-var Extra = []string{"retention"}
+var Extra = []string{"retention", "load"}
 
 // Config configures a benchmark run.
 type Config struct {
@@ -49,6 +49,9 @@ type Config struct {
 	Workload string
 	// Quick runs every workload tiny, as a smoke test.
 	Quick bool
+	// Duration is how long the load workload sends traffic; zero means
+	// DefaultLoadDuration. Quick runs cap it at a second.
+	Duration time.Duration
 	// Logger receives progress; nil discards it.
 	Logger *slog.Logger
 	// Statements, when set, receives the top SQL statements by database
@@ -67,6 +70,21 @@ type Figure struct {
 	// Target is the goal ("≥ 10000"), empty when the figure has none.
 	Target string `json:"target,omitempty"`
 	Met    *bool  `json:"met,omitempty"`
+	// Gate marks a target that must be met: a promise checked (no errors,
+	// no leak), not a speed to aim for. `taskerd bench` fails when one is
+	// missed.
+	Gate bool `json:"gate,omitempty"`
+}
+
+// Missed returns the gated figures whose target was not met.
+func (rep *Report) Missed() []Figure {
+	var out []Figure
+	for _, f := range rep.Figures {
+		if f.Gate && (f.Met == nil || !*f.Met) {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // Report is a whole run.
@@ -150,7 +168,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bench: read settings: %w", err)
 	}
-	r := &runner{admin: admin, quick: cfg.Quick, logger: logger}
+	r := &runner{admin: admin, quick: cfg.Quick, duration: cfg.Duration, logger: logger}
 	for _, w := range all {
 		if cfg.Workload == "" && contains(Extra, w) || cfg.Workload != "" && w != cfg.Workload {
 			continue
@@ -171,9 +189,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 // runner holds what workloads share.
 type runner struct {
-	admin  string
-	quick  bool
-	logger *slog.Logger
+	admin    string
+	quick    bool
+	duration time.Duration // the load workload's
+	logger   *slog.Logger
 }
 
 func (r *runner) run(ctx context.Context, w string) ([]Figure, error) {
@@ -190,6 +209,8 @@ func (r *runner) run(ctx context.Context, w string) ([]Figure, error) {
 		return r.idle(ctx)
 	case "retention":
 		return r.retention(ctx)
+	case "load":
+		return r.load(ctx)
 	}
 	return nil, fmt.Errorf("unknown workload %q", w)
 }
@@ -308,6 +329,9 @@ func (rep *Report) Print(w io.Writer) {
 		met := ""
 		if f.Met != nil {
 			met = map[bool]string{true: "yes", false: "NO"}[*f.Met]
+		}
+		if f.Gate {
+			met += " (gate)"
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", f.Workload, f.Replicas, f.Metric, format(f.Value), f.Unit, f.Target, met)
 	}

@@ -82,3 +82,57 @@ func TestUnknownWorkload(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// The load workload (named only) sends mixed API traffic at a fixed rate
+// and gates on failed requests and on what the replica holds afterwards;
+// its quick form runs a second of it, where every gate but the heap's
+// (shared with the other tests of this process) still applies.
+func TestQuickLoad(t *testing.T) {
+	t.Parallel()
+	rep, err := bench.Run(context.Background(), bench.Config{AdminURL: testdb.AdminURL(t), Quick: true, Workload: "load"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bench.Figure{}
+	for _, f := range rep.Figures {
+		if f.Workload != "load" {
+			t.Errorf("a named workload ran another: %+v", f)
+		}
+		got[f.Metric] = f
+	}
+	for _, route := range []string{"create", "list", "show", "claim", "complete"} {
+		if f, ok := got[route+"_p99_ms"]; !ok || f.Value <= 0 || got[route+"_p50_ms"].Value > f.Value {
+			t.Errorf("%s: p50 %v, p99 %v", route, got[route+"_p50_ms"], f)
+		}
+	}
+	if got["goroutines_before"].Value <= 0 {
+		t.Errorf("the replica's goroutines were not counted: %+v", got["goroutines_before"])
+	}
+	for _, m := range []string{"errors", "goroutine_growth"} {
+		if f := got[m]; !f.Gate || f.Met == nil {
+			t.Errorf("%s carries no gate: %+v", m, f)
+		}
+	}
+	if missed := rep.Missed(); len(missed) > 0 {
+		t.Errorf("gates missed: %+v", missed)
+	}
+}
+
+// Missed lists exactly the gated figures whose target was not met.
+func TestMissedGates(t *testing.T) {
+	t.Parallel()
+	yes, no := true, false
+	rep := &bench.Report{Figures: []bench.Figure{
+		{Metric: "met", Gate: true, Met: &yes},
+		{Metric: "missed", Gate: true, Met: &no},
+		{Metric: "unjudged", Gate: true},
+		{Metric: "target only", Met: &no},
+	}}
+	var names []string
+	for _, f := range rep.Missed() {
+		names = append(names, f.Metric)
+	}
+	if strings.Join(names, ",") != "missed,unjudged" {
+		t.Fatalf("Missed() = %v", names)
+	}
+}

@@ -122,6 +122,7 @@ type Engine struct {
 	started   bool
 	stopOnce  sync.Once
 	abandoned atomic.Bool        // set by tests that simulate a crash
+	releasing atomic.Bool        // Stop cancelled the handlers and hands their steps back
 	stopClaim context.CancelFunc // stops claiming, renewing, rescuing
 	stopRun   context.CancelFunc // cancels running handlers
 	loops     sync.WaitGroup
@@ -276,6 +277,9 @@ func (e *Engine) stop(ctx context.Context) {
 		// Out of time: cancel the handlers and give their steps back so
 		// other replicas run them now rather than after the lease.
 		refs := e.runningRefs()
+		if len(refs) > 0 && !e.abandoned.Load() {
+			e.releasing.Store(true) // before the handlers see their cancellation
+		}
 		e.stopRun()
 		<-done
 		if len(refs) > 0 && !e.abandoned.Load() {
@@ -348,7 +352,12 @@ func (e *Engine) claimLoop(ctx, runCtx context.Context, wakeups <-chan string) {
 				return e.cfg.Events.InTx(ctx, tx, events)
 			}
 		}
-		steps, err := e.store.ClaimSteps(ctx, p)
+		// Stop does not cancel a claim under way: cut mid-commit, it could
+		// lease steps that this replica then neither runs nor hands back,
+		// leaving them to wait for their lease to expire. What it returns
+		// after Stop began runs (or is handed back at Stop's deadline) like
+		// any other claim.
+		steps, err := e.store.ClaimSteps(context.WithoutCancel(ctx), p)
 		if err != nil {
 			if ctx.Err() != nil {
 				return

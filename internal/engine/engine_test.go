@@ -113,6 +113,21 @@ func (k blockKind) Handle(ctx context.Context, s handler.Step) (json.RawMessage,
 	return nil, ctx.Err()
 }
 
+// lingerKind runs until its context ends, then takes 200 ms more to
+// return, except for the step named "a", which returns at once.
+type lingerKind struct{ started chan string }
+
+func (lingerKind) Name() string                         { return "linger" }
+func (lingerKind) ValidateConfig(json.RawMessage) error { return nil }
+func (k lingerKind) Handle(ctx context.Context, s handler.Step) (json.RawMessage, error) {
+	k.started <- s.StepName
+	<-ctx.Done()
+	if s.StepName != "a" {
+		time.Sleep(200 * time.Millisecond)
+	}
+	return nil, ctx.Err()
+}
+
 func setup(t *testing.T, extra ...handler.Kind) *env {
 	t.Helper()
 	dsn := testdb.New(t)
@@ -544,6 +559,53 @@ func TestCancel(t *testing.T) {
 	v = e.wait(id, "cancelled", 10*time.Second)
 	if a := stepByName(v, "a"); a.Status != "cancelled" || a.Attempts != 1 {
 		t.Errorf("step in backoff: %s after %d attempts", a.Status, a.Attempts)
+	}
+}
+
+// Stop waits for running handlers until its deadline, then cancels them
+// and hands their steps back: released (the attempt given back), never
+// recorded as failed attempts, and not left leased. Step a's handler
+// returns long before the others, so its outcome would be written before
+// the release if the engine wrote it.
+func TestStopReleasesUnfinishedSteps(t *testing.T) {
+	t.Parallel()
+	lk := lingerKind{started: make(chan string, 4)}
+	e := setup(t, lk)
+	n, err := notifier.New(notifier.Config{DatabaseURL: e.dsn + "&search_path=tasker"})
+	must(t, err)
+	eng, err := engine.New(engine.Config{Store: e.store, Templates: e.templates, Kinds: e.kinds, Notifier: n,
+		LeaseDuration: time.Minute, PollInterval: 200 * time.Millisecond, MaxConcurrentSteps: 8})
+	must(t, err)
+	ctx := context.Background()
+	must(t, n.Start(ctx))
+	t.Cleanup(func() { _ = n.Stop(ctx) })
+	must(t, eng.Start(ctx))
+	t.Cleanup(func() { // when the test fails before its own Stop (safe twice)
+		stopCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		_ = eng.Stop(stopCtx)
+	})
+	e.register("stop", "four", step{name: "a", handler: "linger"}, step{name: "b", handler: "linger"},
+		step{name: "c", handler: "linger"}, step{name: "d", handler: "linger"})
+	id := e.create(eng, "stop", "four")
+	for range 4 {
+		select {
+		case <-lk.started:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the steps did not start")
+		}
+	}
+	stopCtx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	must(t, eng.Stop(stopCtx))
+	var released, failed, leased int
+	must(t, e.pool.QueryRow(ctx, `SELECT
+		(SELECT count(*) FROM workflow_step_transitions WHERE task_id = $1 AND metadata->>'reason' = 'released'),
+		(SELECT count(*) FROM workflow_step_transitions WHERE task_id = $1 AND to_state = 'error'),
+		(SELECT count(*) FROM workflow_steps WHERE task_id = $1 AND (status <> 'pending' OR lease_owner IS NOT NULL OR retry_base <> 1))`,
+		id).Scan(&released, &failed, &leased))
+	if released != 4 || failed != 0 || leased != 0 {
+		t.Fatalf("after Stop: %d steps released (want 4), %d attempts failed (want 0), %d steps not pending, leased or charged", released, failed, leased)
 	}
 }
 

@@ -83,7 +83,11 @@ func (e *Engine) claimed(ctx, runCtx context.Context, steps []store.ClaimedStep,
 			e.mu.Lock()
 			delete(e.running, s.StepID)
 			e.mu.Unlock()
-			if !o.detached {
+			// A handler Stop cancelled failed only because it was stopped:
+			// its step is released (the attempt given back), not failed,
+			// so its outcome is not written. Written first, it would spend
+			// an attempt and leave nothing to release.
+			if !o.detached && !(o.failed && e.releasing.Load()) {
 				e.outcomes <- o
 			}
 			<-e.slots

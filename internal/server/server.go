@@ -422,9 +422,15 @@ func (s *Server) Stop(ctx context.Context) error {
 				_ = s.http.Close()
 			}
 		}
-		// In-flight steps get what is left of the deadline to finish; the
-		// rest are handed back to other replicas.
-		if err := s.engine.Stop(ctx); err != nil {
+		// In-flight steps get what is left of the deadline to finish, less
+		// a reserve for the teardowns after them (which publish the
+		// engine's last events); the rest are handed back to other
+		// replicas. Without the reserve a step that outlasts the deadline
+		// leaves them an expired context, and the exit is an error.
+		engineCtx, cancel := withReserve(ctx, stopReserve)
+		err := s.engine.Stop(engineCtx)
+		cancel()
+		if err != nil {
 			s.stopErr = errors.Join(s.stopErr, fmt.Errorf("server: stop engine: %w", err))
 		}
 		// Deliveries in flight finish (or are retried after their
@@ -452,6 +458,21 @@ func (s *Server) Stop(ctx context.Context) error {
 		s.logger.InfoContext(ctx, "taskerd stopped")
 	})
 	return s.stopErr
+}
+
+// stopReserve is the most of the shutdown deadline kept from the engine
+// for the teardowns after it; never more than a quarter of what is left.
+const stopReserve = time.Second
+
+// withReserve returns ctx with its deadline brought forward by reserve, or
+// by a quarter of the time left when that is less; ctx itself when it has
+// no deadline.
+func withReserve(ctx context.Context, reserve time.Duration) (context.Context, context.CancelFunc) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithDeadline(ctx, deadline.Add(-min(reserve, time.Until(deadline)/4)))
 }
 
 // Run starts the server and blocks until ctx is cancelled (a signal) or the
