@@ -5053,6 +5053,9 @@ const docTemplate = `{
                         "retries_exhausted",
                         "failed",
                         "waiting_for_dependencies",
+                        "paused",
+                        "concurrency_limit",
+                        "task_concurrency_limit",
                         "in_backoff"
                     ],
                     "example": "in_backoff"

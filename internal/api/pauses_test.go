@@ -122,6 +122,21 @@ func TestPauseTemplateSurvivesRestartAndResumes(t *testing.T) {
 	if parked, st := stepParked(t, f, slow, "a"); parked != "paused" || st != "pending" {
 		t.Fatalf("after restart: slow step a %s/%s, want pending and parked", st, parked)
 	}
+	// The dependency analysis says why the step waits, not that it is ready.
+	code, _, body = s2.call(t, "GET", "/tasks/"+slow+"?include=dependencies", "", "")
+	if code != 200 {
+		t.Fatalf("show with dependencies: %d %v", code, body)
+	}
+	steps, _ := body["workflow_steps"].([]any)
+	var readiness map[string]any
+	for _, st := range steps {
+		if st := st.(map[string]any); st["name"] == "a" {
+			readiness, _ = st["readiness"].(map[string]any)
+		}
+	}
+	if readiness == nil || readiness["ready_for_execution"] != false || readiness["blocked_reason"] != "paused" {
+		t.Fatalf("readiness of the paused step: %v", readiness)
+	}
 
 	code, _, body = s2.call(t, "POST", "/handlers/pz/slow/resume", "", "")
 	if code != 200 || body["paused"] != false || body["steps"] != float64(1) {

@@ -127,7 +127,7 @@ type StepReadiness struct {
 	TotalParents          int        `json:"total_parents" example:"1"`
 	CompletedParents      int        `json:"completed_parents" example:"1"`
 	// BlockedReason is absent when the step is ready or finished.
-	BlockedReason string `json:"blocked_reason,omitempty" enums:"cancelled,running,retries_exhausted,failed,waiting_for_dependencies,in_backoff" example:"in_backoff"`
+	BlockedReason string `json:"blocked_reason,omitempty" enums:"cancelled,running,retries_exhausted,failed,waiting_for_dependencies,paused,concurrency_limit,task_concurrency_limit,in_backoff" example:"in_backoff"`
 	// DependencyLevel is the step's depth: 0 for a root, else 1 + its
 	// deepest parent's.
 	DependencyLevel *int `json:"dependency_level" example:"1"`
