@@ -334,6 +334,14 @@ func (v *validator) step(d *docStep, defaults Defaults, at pointerFunc) StepTemp
 			}
 			report(field, fmt.Sprintf("rejected by handler kind %q: %v", *d.Handler, err))
 		}
+		if sr, ok := kind.(handler.StepReferencer); ok {
+			for _, ref := range sr.StepReferences(kindConfig) {
+				if !slices.Contains(s.DependsOn, ref) {
+					report("handler_config", fmt.Sprintf("reads .steps.%s, which is not a parent of this step: its templates see the results of the steps it depends on only (depends_on: [%s])",
+						ref, strings.Join(s.DependsOn, ", ")))
+				}
+			}
+		}
 	case d.HandlerClass != nil && *d.HandlerClass != "":
 		// A Tasker step: its Ruby handler becomes a remote worker, which
 		// gets the config as written.

@@ -5,6 +5,7 @@ package testserver
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"io"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/taskerd/taskerd/internal/config"
+	"github.com/taskerd/taskerd/internal/registry"
 	"github.com/taskerd/taskerd/internal/server"
 	"github.com/taskerd/taskerd/internal/testdb"
 )
@@ -71,6 +73,18 @@ func Start(t testing.TB, env map[string]string, logs io.Writer) *Replica {
 	case <-srv.Notifier().Ready():
 	case <-time.After(15 * time.Second):
 		t.Fatal("testserver: the notifier did not start listening")
+	}
+	// The registry loads in the background: until it has, discovery
+	// answers 404 and creates 422, as on a real replica that is not ready
+	// yet. Tests start on a replica that is.
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		err := srv.Registry().Check(context.Background())
+		if !errors.Is(err, registry.ErrNotLoaded) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("testserver: the template registry did not load: %v", err)
+		}
 	}
 	return &Replica{URL: "http://" + srv.Addr(), DSN: dsn, Server: srv}
 }
