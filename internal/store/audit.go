@@ -79,7 +79,8 @@ type auditReq struct {
 // maxAuditBatch caps the events of one insert.
 const maxAuditBatch = 256
 
-func (s *Store) writeAudits(batch []*auditReq) {
+// writeAudits inserts batch and answers its events, or returns the error.
+func (s *Store) writeAudits(batch []*auditReq) error {
 	// Not any one requester's context: a client that gives up must not
 	// lose its neighbours' records.
 	ctx, cancel := context.WithTimeout(context.Background(), DefaultQueryTimeout)
@@ -103,18 +104,13 @@ func (s *Store) writeAudits(batch []*auditReq) {
 	var b pgx.Batch
 	b.Queue(asyncCommitSQL)
 	b.Queue(auditInsertSQL, actor, action, resource, resourceID, namespace, method, path, status, outcome, requestID)
-	err := translate("record audit event", s.pool.SendBatch(ctx, &b).Close())
-	if err != nil && len(batch) > 1 {
-		// One bad event fails the statement: write each alone, so its
-		// error never becomes its neighbours'.
-		for _, r := range batch {
-			s.writeAudits([]*auditReq{r})
-		}
-		return
+	if err := s.pool.SendBatch(ctx, &b).Close(); err != nil {
+		return translate("record audit event", err)
 	}
 	for _, r := range batch {
-		r.done <- err
+		r.done <- nil
 	}
+	return nil
 }
 
 // AuditFilter selects audit events; zero fields select everything.

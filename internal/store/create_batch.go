@@ -45,7 +45,8 @@ type createBatcher struct {
 
 func newCreateBatcher(s *Store) *createBatcher {
 	b := &createBatcher{s: s}
-	b.group = newGroupWriter(maxCreateBatch, createWriters, b.writeBatch)
+	b.group = newGroupWriter(maxCreateBatch, createWriters, b.writeBatch,
+		func(r *createReq, err error) { r.done <- createResult{err: err} }) // translated by inTx
 	return b
 }
 
@@ -157,8 +158,9 @@ func createArgs(tasks []*NewTask) []any {
 	}
 }
 
-// writeBatch writes batch in one transaction, or each alone when that fails.
-func (b *createBatcher) writeBatch(batch []*createReq) {
+// writeBatch writes batch in one transaction and answers its creates, or
+// returns the error.
+func (b *createBatcher) writeBatch(batch []*createReq) error {
 	// Not any one requester's context: a client that gives up must not
 	// abort its neighbours' creates.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -221,17 +223,11 @@ func (b *createBatcher) writeBatch(batch []*createReq) {
 		}
 		return nil
 	})
-	if err == nil {
-		for i, r := range batch {
-			r.done <- results[i]
-		}
-		return
+	if err != nil {
+		return err
 	}
-	if len(batch) == 1 {
-		batch[0].done <- createResult{err: err} // translated by inTx
-		return
+	for i, r := range batch {
+		r.done <- results[i]
 	}
-	for _, r := range batch {
-		b.writeBatch([]*createReq{r})
-	}
+	return nil
 }

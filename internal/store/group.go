@@ -11,13 +11,17 @@ import (
 // dominate, and concurrent single-row inserts into the same index pages
 // contend for them. Items that arrive while others are being written wait
 // in a queue, and each writer takes everything queued (up to max) and
-// writes it as ONE batch. write must answer every item of its batch
-// (each item carries its own reply channel).
+// writes it as ONE batch. write answers every item of its batch when it
+// succeeds (each item carries its own reply channel) and returns the error
+// otherwise: one bad item fails the whole batch, so each item is then
+// written alone, and fail answers an item that fails alone — one
+// request's error never becomes its neighbours'.
 type groupWriter[T any] struct {
 	queue   chan T
 	max     int
 	writers int
-	write   func(batch []T)
+	write   func(batch []T) error
+	fail    func(item T, err error)
 	once    sync.Once
 	stop    chan struct{}
 	running sync.WaitGroup
@@ -25,8 +29,22 @@ type groupWriter[T any] struct {
 	closed  bool
 }
 
-func newGroupWriter[T any](max, writers int, write func(batch []T)) *groupWriter[T] {
-	return &groupWriter[T]{queue: make(chan T, 4*max), max: max, writers: writers, write: write, stop: make(chan struct{})}
+func newGroupWriter[T any](max, writers int, write func(batch []T) error, fail func(item T, err error)) *groupWriter[T] {
+	return &groupWriter[T]{queue: make(chan T, 4*max), max: max, writers: writers, write: write, fail: fail, stop: make(chan struct{})}
+}
+
+// flush writes batch, or each of its items alone when the batch fails.
+func (g *groupWriter[T]) flush(batch []T) {
+	err := g.write(batch)
+	switch {
+	case err == nil:
+	case len(batch) == 1:
+		g.fail(batch[0], err)
+	default:
+		for _, item := range batch {
+			g.flush([]T{item})
+		}
+	}
 }
 
 var errStoreClosed = errors.New("store is closed")
@@ -71,7 +89,7 @@ func (g *groupWriter[T]) run() {
 				break drain
 			}
 		}
-		g.write(batch)
+		g.flush(batch)
 	}
 }
 
@@ -94,7 +112,7 @@ func (g *groupWriter[T]) close() {
 			rest = append(rest, item)
 		default:
 			if len(rest) > 0 {
-				g.write(rest)
+				g.flush(rest)
 			}
 			return
 		}

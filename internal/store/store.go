@@ -109,7 +109,7 @@ func New(cfg Config) (*Store, error) {
 		maxResultBytes: cmp.Or(cfg.MaxResultBytes, DefaultMaxResultBytes)}
 	s.creates = newCreateBatcher(s)
 	// One writer: audit ids follow the order events were recorded.
-	s.audits = newGroupWriter(maxAuditBatch, 1, s.writeAudits)
+	s.audits = newGroupWriter(maxAuditBatch, 1, s.writeAudits, func(r *auditReq, err error) { r.done <- err })
 	return s, nil
 }
 
