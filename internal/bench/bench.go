@@ -168,7 +168,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bench: read settings: %w", err)
 	}
-	r := &runner{admin: admin, quick: cfg.Quick, duration: cfg.Duration, logger: logger}
+	r := &runner{admin: admin, quick: cfg.Quick, duration: cfg.Duration, logger: logger, details: cfg.Statements}
 	for _, w := range all {
 		if cfg.Workload == "" && contains(Extra, w) || cfg.Workload != "" && w != cfg.Workload {
 			continue
@@ -193,6 +193,7 @@ type runner struct {
 	quick    bool
 	duration time.Duration // the load workload's
 	logger   *slog.Logger
+	details  io.Writer // -v: where workloads print what they saw (nil: nothing)
 }
 
 func (r *runner) run(ctx context.Context, w string) ([]Figure, error) {
@@ -273,7 +274,9 @@ func (r *runner) replica(url string, mod func(*config.Config)) (*server.Server, 
 	if err != nil {
 		return nil, err
 	}
-	return server.New(server.Config{Settings: settings, Logger: r.logger, Listener: ln})
+	// Replicas log warnings only, even under -v: a line per event would
+	// cost the engine more CPU than the work it measures.
+	return server.New(server.Config{Settings: settings, Logger: slog.New(warnOnly{r.logger.Handler()}), Listener: ln})
 }
 
 func stopAll(servers ...*server.Server) {
@@ -446,3 +449,13 @@ func (r *runner) topStatements(ctx context.Context, w io.Writer, workload string
 	rows.Close()
 	_, _ = conn.Exec(ctx, "SELECT pg_stat_statements_reset()")
 }
+
+// warnOnly passes on warnings and errors only.
+type warnOnly struct{ slog.Handler }
+
+func (h warnOnly) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelWarn && h.Handler.Enabled(ctx, l)
+}
+
+func (h warnOnly) WithAttrs(as []slog.Attr) slog.Handler { return warnOnly{h.Handler.WithAttrs(as)} }
+func (h warnOnly) WithGroup(n string) slog.Handler       { return warnOnly{h.Handler.WithGroup(n)} }

@@ -21,6 +21,9 @@ import (
 	"github.com/taskerd/taskerd/internal/server"
 )
 
+//go:embed sql/timeline.sql
+var timelineSQL string
+
 //go:embed sql/step_span.sql
 var stepSpanSQL string
 
@@ -195,6 +198,9 @@ func (r *runner) throughputWith(ctx context.Context, tasks, replicas int) ([]Fig
 		return nil, err
 	}
 	secs := last.Sub(first).Seconds()
+	if r.details != nil {
+		r.timeline(ctx, conn, replicas)
+	}
 	return []Figure{
 		{Workload: "throughput", Metric: "steps_per_second", Value: float64(completed) / secs, Unit: "steps/s", Replicas: replicas},
 		{Workload: "throughput", Metric: "steps_completed", Value: float64(completed), Unit: "steps", Replicas: replicas},
@@ -438,4 +444,24 @@ func (r *runner) single(ctx context.Context, workload string, mod func(*config.C
 		return nil, "", nil, err
 	}
 	return s, url, func() { stopAll(s); drop() }, nil
+}
+
+// timeline prints, per 100 ms of the throughput window, how many steps each
+// replica claimed and completed, and in how many statements: where a run
+// ramps up, stalls or tails off.
+func (r *runner) timeline(ctx context.Context, conn *pgx.Conn, replicas int) {
+	rows, err := conn.Query(ctx, timelineSQL)
+	if err != nil {
+		fmt.Fprintf(r.details, "(timeline: %v)\n", err)
+		return
+	}
+	defer rows.Close()
+	fmt.Fprintf(r.details, "\n-- throughput, %d replica(s): per 100 ms\n%6s  %-24s %7s %7s %7s %7s\n", replicas, "ms", "replica", "claimed", "claims", "done", "flushes")
+	for rows.Next() {
+		var ms, claimed, claims, done, flushes int64
+		var replica string
+		if rows.Scan(&ms, &replica, &claimed, &claims, &done, &flushes) == nil {
+			fmt.Fprintf(r.details, "%6d  %-24s %7d %7d %7d %7d\n", ms, replica, claimed, claims, done, flushes)
+		}
+	}
 }

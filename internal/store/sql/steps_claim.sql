@@ -92,12 +92,19 @@ WITH candidates AS (
   INSERT INTO workflow_step_transitions (workflow_step_id, task_id, from_state, to_state, metadata)
   SELECT workflow_step_id, task_id, 'pending', 'in_progress', jsonb_build_object('attempt', attempts, 'replica', $3::text)
   FROM claimed
+), starting AS MATERIALIZED (
+  -- The pending tasks of the claimed steps, locked in id order, one key
+  -- lookup each (see steps_complete.sql): two claims starting tasks with
+  -- several root steps would otherwise lock them in opposite orders. Not
+  -- "= ANY (ARRAY(…))": with that, a stale estimate chose to scan every
+  -- pending task and filter them against the array.
+  SELECT c.task_id
+  FROM (SELECT DISTINCT task_id FROM claimed ORDER BY task_id) c,
+       LATERAL (SELECT 1 FROM tasks t WHERE t.task_id = c.task_id AND t.status = 'pending' FOR UPDATE) t
 ), started AS (
-  -- A join on the key, not "= ANY (ARRAY(…))": with that, a stale estimate
-  -- chose to scan every pending task and filter them against the array.
   UPDATE tasks t SET status = 'in_progress', started_at = coalesce(t.started_at, now()), updated_at = now()
-  FROM (SELECT DISTINCT task_id FROM claimed) c
-  WHERE t.task_id = c.task_id AND t.status = 'pending'
+  FROM starting s
+  WHERE t.task_id = s.task_id
   RETURNING t.task_id
 ), task_transitions AS (
   INSERT INTO task_transitions (task_id, from_state, to_state, metadata)

@@ -1,15 +1,18 @@
 -- Completes finished attempts. Only rows still in_progress at the same
 -- attempt change (the attempt is the fencing token): a replica that lost its
 -- lease and reports late changes nothing. Rows are locked in id order so
--- concurrent flushes cannot deadlock on each other.
+-- concurrent flushes cannot deadlock on each other: the input sorted, then
+-- one key lookup per row that locks it. (FOR UPDATE OF a LATERAL subquery
+-- locks inside it, as the join reaches each row: an ORDER BY above the join
+-- sorts the result, not the locks. Unsorted, two replicas' flushes locked
+-- shared rows in opposite orders and waited a deadlock_timeout.)
 WITH i AS (
   SELECT * FROM unnest($1::uuid[], $2::int[], $3::jsonb[]) AS i(id, attempt, results)
 ), locked AS (
   SELECT w.workflow_step_id, i.results
-  FROM i, LATERAL (SELECT * FROM workflow_steps w WHERE w.workflow_step_id = i.id OFFSET 0) w
+  FROM (SELECT * FROM i ORDER BY id) i,
+       LATERAL (SELECT * FROM workflow_steps w WHERE w.workflow_step_id = i.id FOR UPDATE) w
   WHERE w.status = 'in_progress' AND w.attempts = i.attempt
-  ORDER BY w.workflow_step_id
-  FOR UPDATE OF w
 ), done AS (
   UPDATE workflow_steps w
   SET status = 'complete', results = l.results, processed_at = now(),

@@ -9,10 +9,10 @@ WITH i AS (
 ), locked AS (
   SELECT w.workflow_step_id, i.err, i.delay_ms,
          (i.retryable AND w.retryable AND w.attempts - w.retry_base < w.retry_limit) AS will_retry
-  FROM i, LATERAL (SELECT * FROM workflow_steps w WHERE w.workflow_step_id = i.id OFFSET 0) w
+  -- Locked in id order: see steps_complete.sql.
+  FROM (SELECT * FROM i ORDER BY id) i,
+       LATERAL (SELECT * FROM workflow_steps w WHERE w.workflow_step_id = i.id FOR UPDATE) w
   WHERE w.status = 'in_progress' AND w.attempts = i.attempt
-  ORDER BY w.workflow_step_id
-  FOR UPDATE OF w
 ), failed AS (
   UPDATE workflow_steps w
   SET status = CASE WHEN l.will_retry THEN 'pending' ELSE 'error' END,

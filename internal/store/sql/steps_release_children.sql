@@ -19,9 +19,10 @@ WITH counts AS (
 ), locked AS (
   SELECT w.workflow_step_id, w.row_id, w.task_id, w.unfinished_parents - c.n AS remaining,
          (w.status = 'pending' AND w.unfinished_parents - c.n = 0) AS ready
-  FROM counts c, LATERAL (SELECT w.ctid AS row_id, w.* FROM workflow_steps w WHERE w.workflow_step_id = c.id OFFSET 0) w
-  ORDER BY w.workflow_step_id
-  FOR UPDATE OF w
+  -- In id order, one locking key lookup per child (see steps_complete.sql):
+  -- counts comes out of a hash aggregate in no particular order.
+  FROM (SELECT * FROM counts ORDER BY id) c,
+       LATERAL (SELECT w.ctid AS row_id, w.* FROM workflow_steps w WHERE w.workflow_step_id = c.id FOR UPDATE) w
 ), ranked AS (
   SELECT l.*, row_number() OVER (PARTITION BY l.task_id, l.ready ORDER BY l.workflow_step_id) - 1 AS k
   FROM locked l

@@ -1,13 +1,13 @@
 -- Counts finished steps on their tasks: finalisation is a counter reaching
 -- zero under the task row's lock, so when replicas finish a task's last
 -- steps at the same time exactly one of them sees zero. Rows are locked in
--- id order.
+-- id order (see steps_complete.sql for how): the input comes from a Go map.
 WITH i AS (
   SELECT * FROM unnest($1::uuid[], $2::int[], $3::int[]) AS i(task_id, done, failed)
 ), locked AS (
-  SELECT t.task_id, i.done, i.failed FROM i, LATERAL (SELECT * FROM tasks t WHERE t.task_id = i.task_id OFFSET 0) t
-  ORDER BY t.task_id
-  FOR UPDATE OF t
+  SELECT t.task_id, i.done, i.failed
+  FROM (SELECT * FROM i ORDER BY task_id) i,
+       LATERAL (SELECT * FROM tasks t WHERE t.task_id = i.task_id FOR UPDATE) t
 )
 UPDATE tasks t
 SET unfinished_steps = t.unfinished_steps - l.done,

@@ -1,0 +1,204 @@
+package store_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/taskerd/taskerd/internal/store"
+	"github.com/taskerd/taskerd/internal/testdb"
+)
+
+// Flushes lock the rows they share with other replicas' flushes (fan-in
+// children, tasks) in id order, so they wait on each other but never
+// deadlock. Each case holds the lock of the smallest such row, lets a
+// flush block on it, and checks that the flush has locked none of the
+// larger rows yet: with the locks taken in input or hash order (the bug
+// this guards against), it had, and two replicas flushing overlapping sets
+// deadlocked, stalling both for a deadlock_timeout.
+func TestFlushLocksSharedRowsInIDOrder(t *testing.T) {
+	t.Parallel()
+	// Enough rows that the planner aggregates the children by hash.
+	const n = 300
+	for _, tc := range []struct {
+		name string
+		// held returns the rows of the first table whose smallest id the
+		// test holds: the roots' children, or their tasks.
+		table, column string
+		held          func(roots, children []store.NewStep, tasks []store.NewTask) []uuid.UUID
+	}{
+		{"children", "workflow_steps", "workflow_step_id", func(_, children []store.NewStep, _ []store.NewTask) []uuid.UUID {
+			var ids []uuid.UUID
+			for _, c := range children {
+				ids = append(ids, c.StepID)
+			}
+			return ids
+		}},
+		{"tasks", "tasks", "task_id", func(_, _ []store.NewStep, tasks []store.NewTask) []uuid.UUID {
+			var ids []uuid.UUID
+			for _, t := range tasks {
+				ids = append(ids, t.TaskID)
+			}
+			return ids
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			dsn := testdb.New(t)
+			conn := connect(t, dsn)
+			s := newStore(t, dsn)
+			f := newFixture(t, conn)
+			// n tasks of root → child, created so that the order of ids is
+			// not the order of creation (which the input would follow).
+			var roots, children []store.NewStep
+			var tasks []store.NewTask
+			for range n {
+				nt := store.NewTask{TaskID: uuid.Must(uuid.NewV7()), NamedTaskID: f.namedTaskID, Namespace: "payments", Name: "refund", Version: "1.0.0"}
+				root := store.NewStep{StepID: uuid.Must(uuid.NewV7()), NamedStepID: f.namedStepID, Name: "root", Handler: "noop", RetryLimit: 1, Retryable: true}
+				child := store.NewStep{StepID: uuid.Must(uuid.NewV7()), NamedStepID: f.namedStepID, Name: "child", Handler: "noop", RetryLimit: 1, Retryable: true, UnfinishedParents: 1}
+				nt.Steps = []store.NewStep{root, child}
+				nt.Edges = []store.Edge{{From: root.StepID, To: child.StepID}}
+				roots, children, tasks = append(roots, root), append(children, child), append(tasks, nt)
+			}
+			// Reversed: the last created (largest ids) first.
+			for i := n - 1; i >= 0; i-- {
+				_, _, err := s.CreateTask(ctx, tasks[i])
+				must(t, err)
+			}
+			claimed, err := s.ClaimSteps(ctx, store.ClaimParams{Limit: 2 * n, Owner: "r", Lease: time.Minute})
+			must(t, err)
+			if len(claimed) != n {
+				t.Fatalf("claimed %d roots, want %d", len(claimed), n)
+			}
+			ids := tc.held(roots, children, tasks)
+			slices.SortFunc(ids, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+
+			holder, err := conn.Begin(ctx)
+			must(t, err)
+			defer holder.Rollback(ctx) //nolint:errcheck
+			var pid int
+			must(t, holder.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid))
+			_, err = holder.Exec(ctx, fmt.Sprintf("SELECT 1 FROM %s WHERE %s = $1 FOR UPDATE", tc.table, tc.column), ids[0])
+			must(t, err)
+
+			// Completions in the order least likely to be id order.
+			p := store.FinishParams{Owner: "r", Channel: "c"}
+			for i := len(claimed) - 1; i >= 0; i-- {
+				p.Completions = append(p.Completions, store.Completion{StepID: claimed[i].StepID, Attempt: claimed[i].Attempt})
+			}
+			flushed := make(chan error, 1)
+			go func() {
+				_, err := s.FinishSteps(ctx, p)
+				flushed <- err
+			}()
+
+			probe := connect(t, dsn)
+			waitForLockWaiter(t, probe, pid)
+			// A row the flush locked cannot be taken; SKIP LOCKED counts
+			// the ones it has not.
+			tx, err := probe.Begin(ctx)
+			must(t, err)
+			var free int
+			must(t, tx.QueryRow(ctx, fmt.Sprintf("SELECT count(*) FROM (SELECT 1 FROM %s WHERE %s = ANY($1) FOR UPDATE SKIP LOCKED) x", tc.table, tc.column), ids[1:]).Scan(&free))
+			must(t, tx.Rollback(ctx))
+			if free != n-1 {
+				t.Errorf("the flush waiting on the smallest of %d %s had already locked %d larger ones", n, tc.name, n-1-free)
+			}
+
+			must(t, holder.Rollback(ctx))
+			select {
+			case err := <-flushed:
+				must(t, err)
+			case <-time.After(30 * time.Second):
+				t.Fatal("the flush did not finish after the lock was released")
+			}
+			var runnable int
+			must(t, conn.QueryRow(ctx, "SELECT count(*) FROM workflow_steps WHERE name = 'child' AND unfinished_parents = 0 AND runnable_at IS NOT NULL").Scan(&runnable))
+			if runnable != n {
+				t.Fatalf("%d of %d children runnable after the flush", runnable, n)
+			}
+		})
+	}
+}
+
+// waitForLockWaiter waits until a backend waits on a lock held by pid.
+func waitForLockWaiter(t *testing.T, conn *pgx.Conn, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var waiting bool
+		must(t, conn.QueryRow(context.Background(), "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid)))", pid).Scan(&waiting))
+		if waiting {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no flush ever waited on the held row")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A claim starts the tasks of the steps it took in id order too: tasks
+// with several root steps are started by whichever replica claims first.
+// (Before the explicit ordering the plan happened to lock them in order by
+// walking the pending-task index; this pins it: sorting the claim's tasks
+// in descending order makes this test fail.)
+func TestClaimStartsTasksInIDOrder(t *testing.T) {
+	t.Parallel()
+	const n = 300
+	ctx := context.Background()
+	dsn := testdb.New(t)
+	conn := connect(t, dsn)
+	s := newStore(t, dsn)
+	f := newFixture(t, conn)
+	var ids []uuid.UUID
+	for range n {
+		nt := store.NewTask{TaskID: uuid.Must(uuid.NewV7()), NamedTaskID: f.namedTaskID, Namespace: "payments", Name: "refund", Version: "1.0.0"}
+		nt.Steps = []store.NewStep{{StepID: uuid.Must(uuid.NewV7()), NamedStepID: f.namedStepID, Name: "root", Handler: "noop", RetryLimit: 1, Retryable: true}}
+		_, _, err := s.CreateTask(ctx, nt)
+		must(t, err)
+		ids = append(ids, nt.TaskID)
+	}
+	slices.SortFunc(ids, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+	holder, err := conn.Begin(ctx)
+	must(t, err)
+	defer holder.Rollback(ctx) //nolint:errcheck
+	var pid int
+	must(t, holder.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid))
+	_, err = holder.Exec(ctx, "SELECT 1 FROM tasks WHERE task_id = $1 FOR UPDATE", ids[0])
+	must(t, err)
+	claimed := make(chan error, 1)
+	go func() {
+		_, err := s.ClaimSteps(ctx, store.ClaimParams{Limit: n, Owner: "r", Lease: time.Minute})
+		claimed <- err
+	}()
+	probe := connect(t, dsn)
+	waitForLockWaiter(t, probe, pid)
+	tx, err := probe.Begin(ctx)
+	must(t, err)
+	var free int
+	must(t, tx.QueryRow(ctx, "SELECT count(*) FROM (SELECT 1 FROM tasks WHERE task_id = ANY($1) FOR UPDATE SKIP LOCKED) x", ids[1:]).Scan(&free))
+	must(t, tx.Rollback(ctx))
+	if free != n-1 {
+		t.Errorf("the claim waiting on the smallest of %d tasks had already locked %d larger ones", n, n-1-free)
+	}
+	must(t, holder.Rollback(ctx))
+	select {
+	case err := <-claimed:
+		must(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the claim did not finish after the lock was released")
+	}
+	var started int
+	must(t, conn.QueryRow(ctx, "SELECT count(*) FROM tasks WHERE status = 'in_progress'").Scan(&started))
+	if started != n {
+		t.Fatalf("%d of %d tasks started", started, n)
+	}
+}
