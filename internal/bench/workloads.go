@@ -21,6 +21,9 @@ import (
 	"github.com/taskerd/taskerd/internal/server"
 )
 
+//go:embed sql/hot_updates.sql
+var hotUpdatesSQL string
+
 //go:embed sql/timeline.sql
 var timelineSQL string
 
@@ -462,6 +465,20 @@ func (r *runner) timeline(ctx context.Context, conn *pgx.Conn, replicas int) {
 		var replica string
 		if rows.Scan(&ms, &replica, &claimed, &claims, &done, &flushes) == nil {
 			fmt.Fprintf(r.details, "%6d  %-24s %7d %7d %7d %7d\n", ms, replica, claimed, claims, done, flushes)
+		}
+	}
+	rows.Close()
+	rows, err = conn.Query(ctx, hotUpdatesSQL)
+	if err != nil {
+		fmt.Fprintf(r.details, "(hot updates: %v)\n", err)
+		return
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var table string
+		var updates, hot int64
+		if rows.Scan(&table, &updates, &hot) == nil {
+			fmt.Fprintf(r.details, "updates of %s: %d, HOT %d\n", table, updates, hot)
 		}
 	}
 }
