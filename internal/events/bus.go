@@ -159,7 +159,7 @@ func (b *Bus) Publish(events []engine.Event) {
 	n := int64(len(events))
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	if b.stopped || b.queued.Load()+n > int64(b.cfg.Buffer) {
+	if b.stopped || full(b.queued.Load(), n, int64(b.cfg.Buffer)) {
 		b.dropped(IngressName, b.drops, len(events))
 		return
 	}
@@ -248,6 +248,15 @@ func (b *Bus) dispatch(ctx context.Context) {
 	}
 }
 
+// full reports whether n more events exceed a buffer of limit holding
+// queued. One batch larger than the whole buffer is taken when nothing
+// waits: the publisher holds it already, and dropping it would lose every
+// event of one large change, however idle the bus (the 10,001 creation
+// events of a 10,000-step task).
+func full(queued, n, limit int64) bool {
+	return queued > 0 && queued+n > limit
+}
+
 // offer queues events for s, or drops them when s is behind.
 func (b *Bus) offer(s *subscriber, events []engine.Event) {
 	if s.match != nil {
@@ -263,7 +272,7 @@ func (b *Bus) offer(s *subscriber, events []engine.Event) {
 		return
 	}
 	n := int64(len(events))
-	if s.pending.Load()+n > s.limit {
+	if full(s.pending.Load(), n, s.limit) {
 		b.dropped(s.name, s.drops, len(events))
 		return
 	}

@@ -253,6 +253,51 @@ func TestBusSlowSubscriberDrops(t *testing.T) {
 	}
 }
 
+// One batch larger than the whole buffer reaches an idle bus's
+// subscribers whole; a second one, while the first still waits, is dropped.
+func TestBusTakesOneOversizedBatch(t *testing.T) {
+	t.Parallel()
+	b := newBus(t, events.BusConfig{Buffer: 100})
+	release := make(chan struct{})
+	got := &collector{}
+	b.Subscribe("all", func(ctx context.Context, evs []engine.Event) {
+		<-release
+		got.handle(ctx, evs)
+	}, events.SubscribeOptions{})
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	big := func() []engine.Event {
+		evs := make([]engine.Event, 250)
+		for i := range evs {
+			evs[i] = engine.Event{Name: "step.created", Attempt: i}
+		}
+		return evs
+	}
+	b.Publish(big())
+	// The first batch is with the subscriber (held) or still queued; either
+	// way, a second oversized one finds a buffer in use.
+	deadline := time.Now().Add(5 * time.Second)
+	for b.Dropped()["all"] == 0 && b.Dropped()[events.IngressName] == 0 && time.Now().Before(deadline) {
+		b.Publish(big())
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(release)
+	stop(t, b)
+	names := got.got()
+	if len(names) < 250 || len(names)%250 != 0 {
+		t.Fatalf("the subscriber got %d events, want whole batches of 250", len(names))
+	}
+	for i, ev := range got.events[:250] {
+		if ev.Attempt != i {
+			t.Fatalf("event %d of the first batch arrived at %d", ev.Attempt, i)
+		}
+	}
+	if d := b.Dropped(); d["all"]+d[events.IngressName] == 0 {
+		t.Errorf("no batch was dropped while the buffer was in use: %v", d)
+	}
+}
+
 // A panicking subscriber is logged, and the bus goes on.
 func TestBusSubscriberPanics(t *testing.T) {
 	t.Parallel()
