@@ -3,6 +3,7 @@ package bench_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -53,6 +54,36 @@ func TestQuickRun(t *testing.T) {
 	bench.Compare(&cmp, back, rep)
 	if !strings.Contains(cmp.String(), "+0.0%") {
 		t.Errorf("comparing a report with itself:\n%s", cmp.String())
+	}
+}
+
+// -v shows where a throughput run spent its time: each replica's claims
+// and completions per 100 ms, and the tables' HOT updates.
+func TestQuickThroughputDetails(t *testing.T) {
+	t.Parallel()
+	var details bytes.Buffer
+	_, err := bench.Run(context.Background(), bench.Config{AdminURL: testdb.AdminURL(t), Quick: true, Workload: "throughput", Statements: &details})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := details.String()
+	for _, want := range []string{"-- throughput, 1 replica(s): per 100 ms", "-- throughput, 3 replica(s): per 100 ms",
+		"updates of tasks:", "updates of workflow_steps:"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("-v output lacks %q:\n%s", want, out)
+		}
+	}
+	// The quick run's 200 steps, claimed and completed, in the buckets.
+	claimed, done := 0, 0
+	for _, line := range strings.Split(out, "\n") {
+		var ms, c, cs, d, fs int
+		var replica string
+		if n, _ := fmt.Sscanf(line, "%d %s %d %d %d %d", &ms, &replica, &c, &cs, &d, &fs); n == 6 {
+			claimed, done = claimed+c, done+d
+		}
+	}
+	if claimed != 400 || done != 400 {
+		t.Errorf("the timelines count %d claims and %d completions, want 400 each (200 steps, twice)", claimed, done)
 	}
 }
 

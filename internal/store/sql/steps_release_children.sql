@@ -17,12 +17,12 @@ WITH counts AS (
        LATERAL (SELECT to_step_id FROM workflow_step_edges e WHERE e.from_step_id = p.id OFFSET 0) e
   GROUP BY e.to_step_id
 ), locked AS (
-  SELECT w.workflow_step_id, w.row_id, w.task_id, w.unfinished_parents - c.n AS remaining,
+  SELECT w.workflow_step_id, w.task_id, w.unfinished_parents - c.n AS remaining,
          (w.status = 'pending' AND w.unfinished_parents - c.n = 0) AS ready
   -- In id order, one locking key lookup per child (see steps_complete.sql):
   -- counts comes out of a hash aggregate in no particular order.
   FROM (SELECT * FROM counts ORDER BY id) c,
-       LATERAL (SELECT w.ctid AS row_id, w.* FROM workflow_steps w WHERE w.workflow_step_id = c.id FOR UPDATE) w
+       LATERAL (SELECT * FROM workflow_steps w WHERE w.workflow_step_id = c.id FOR UPDATE) w
 ), ranked AS (
   SELECT l.*, row_number() OVER (PARTITION BY l.task_id, l.ready ORDER BY l.workflow_step_id) - 1 AS k
   FROM locked l
@@ -32,8 +32,8 @@ WITH counts AS (
       runnable_at = CASE WHEN r.ready THEN now() + (r.k / 32) * 32 * $2::bigint * interval '1 microsecond' ELSE w.runnable_at END,
       updated_at = now()
   FROM ranked r
-  -- By ctid: the rows are locked, so they cannot move, and a TID lookup per
-  -- row is the cheapest plan whatever the planner thinks of the table.
+  -- By primary key, one lookup per locked child (the hot planner rules out
+  -- scans and hash joins whatever the statistics say).
   WHERE w.workflow_step_id = r.workflow_step_id
   RETURNING r.ready
 )
