@@ -224,3 +224,44 @@ func TestExporterFromEnvironment(t *testing.T) {
 		}
 	}
 }
+
+// Spans are built from events only when they go somewhere: without an
+// exporter no tracing subscriber costs the bus anything.
+func TestTracingSubscribesOnlyWithAnExporter(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name string
+		env  map[string]string
+		want bool
+	}{
+		{"no exporter", nil, false},
+		{"exporter none", map[string]string{"OTEL_TRACES_EXPORTER": "none"}, false},
+		{"otlp", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, true},
+	} {
+		tel, err := telemetry.New(context.Background(), telemetry.Config{Getenv: func(k string) string { return c.env[k] }})
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		bus, err := events.NewBus(events.BusConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tel.Subscribe(bus, slog.New(slog.DiscardHandler))
+		if _, got := bus.Dropped()["tracing"]; got != c.want {
+			t.Errorf("%s: tracing subscribed = %v, want %v", c.name, got, c.want)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = tel.Stop(ctx)
+		cancel()
+	}
+	// An exporter given in the configuration (as the tests' in-memory one).
+	tel, _ := newTelemetry(t)
+	bus, err := events.NewBus(events.BusConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tel.Subscribe(bus, slog.New(slog.DiscardHandler))
+	if _, ok := bus.Dropped()["tracing"]; !ok {
+		t.Error("a configured span exporter gets no tracing subscriber")
+	}
+}

@@ -41,9 +41,10 @@ const (
 )
 
 // newTracerProvider builds the provider from the OTEL_* variables (or the
-// exporter of cfg). Span ids come from idGenerator, so that spans emitted
-// after the fact keep the ids handlers already propagated.
-func newTracerProvider(ctx context.Context, cfg Config) (*sdktrace.TracerProvider, error) {
+// exporter of cfg), and says whether spans go anywhere. Span ids come from
+// idGenerator, so that spans emitted after the fact keep the ids handlers
+// already propagated.
+func newTracerProvider(ctx context.Context, cfg Config) (_ *sdktrace.TracerProvider, exporting bool, err error) {
 	getenv := cfg.Getenv
 	if getenv == nil {
 		getenv = osGetenv
@@ -56,21 +57,21 @@ func newTracerProvider(ctx context.Context, cfg Config) (*sdktrace.TracerProvide
 	// OTEL_RESOURCE_ATTRIBUTES win over the defaults.
 	res, err := resource.New(ctx, resource.WithAttributes(attrs...), resource.WithTelemetrySDK(), resource.WithFromEnv())
 	if err != nil && res == nil {
-		return nil, fmt.Errorf("telemetry: resource: %w", err)
+		return nil, false, fmt.Errorf("telemetry: resource: %w", err)
 	}
 	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res), sdktrace.WithIDGenerator(idGenerator{})}
 	if cfg.SpanExporter != nil {
 		opts = append(opts, sdktrace.WithSyncer(cfg.SpanExporter))
-		return sdktrace.NewTracerProvider(opts...), nil
+		return sdktrace.NewTracerProvider(opts...), true, nil
 	}
 	exp, err := exporterFromEnv(ctx, getenv)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if exp != nil {
 		opts = append(opts, sdktrace.WithBatcher(exp))
 	}
-	return sdktrace.NewTracerProvider(opts...), nil
+	return sdktrace.NewTracerProvider(opts...), exp != nil, nil
 }
 
 // exporterFromEnv picks the span exporter the OTEL_* variables ask for;
