@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	_ "embed"
+	"errors"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -48,6 +49,12 @@ func (s *Store) AcquireLease(ctx context.Context, name, holder string, ttl time.
 	defer cancel()
 	var l LeaderLease
 	err := s.pool.QueryRow(ctx, leaderAcquireSQL, name, holder, ttl.Milliseconds()).Scan(&l.Holder, &l.ExpiresAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		// Another replica took the lease after this statement's snapshot:
+		// the insert met its row, the fallback read could not see it. A new
+		// statement sees it.
+		err = s.pool.QueryRow(ctx, leaderAcquireSQL, name, holder, ttl.Milliseconds()).Scan(&l.Holder, &l.ExpiresAt)
+	}
 	return l, translate("acquire leader lease", err)
 }
 
