@@ -187,3 +187,44 @@ func TestTaskLimitAdmission(t *testing.T) {
 		t.Fatalf("after admission: claimed %d steps", len(got))
 	}
 }
+
+// A step with a rate token but no concurrency slot is parked for its slot
+// and does not spend the token: the next step of the rate key may start.
+func TestRateTokenKeptWhenNoSlot(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dsn := testdb.New(t)
+	conn := connect(t, dsn)
+	s := newStore(t, dsn)
+	f := newFixture(t, conn)
+	task := func(rate bool) store.NewTask {
+		nt := limitedTask(f)
+		if rate {
+			// One token an hour: none comes back during the test.
+			nt.Steps[0].RateKey, nt.Steps[0].RatePerSecond = "r", 1.0/3600
+		}
+		return nt
+	}
+	holder := task(false)
+	if _, _, err := s.CreateTask(ctx, holder); err != nil {
+		t.Fatal(err)
+	}
+	if got := claim(t, s, "r1", 10); len(got) != 1 {
+		t.Fatalf("the holder: claimed %d", len(got))
+	}
+	waiting := task(true)
+	if _, _, err := s.CreateTask(ctx, waiting); err != nil {
+		t.Fatal(err)
+	}
+	if got := claim(t, s, "r1", 10); len(got) != 0 {
+		t.Fatalf("claimed %d steps past a full slot", len(got))
+	}
+	var parked *string
+	var tokens float64
+	if err := conn.QueryRow(ctx, "SELECT parked FROM workflow_steps WHERE task_id = $1", waiting.TaskID).Scan(&parked); err != nil || parked == nil || *parked != "limit" {
+		t.Fatalf("the rate-limited step without a slot: parked %v, %v", parked, err)
+	}
+	if err := conn.QueryRow(ctx, "SELECT tokens FROM rate_buckets WHERE rate_key = 'r'").Scan(&tokens); err != nil || tokens < 0.99 {
+		t.Fatalf("the bucket has %v tokens after a step without a slot (%v); want its token kept", tokens, err)
+	}
+}

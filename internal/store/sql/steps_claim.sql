@@ -41,9 +41,6 @@ WITH candidates AS (
   JOIN rate_buckets b ON b.rate_key = n.rate_key
   ORDER BY b.rate_key
   FOR UPDATE OF b
-), spent AS (
-  UPDATE rate_buckets b SET tokens = k.tokens - least(floor(k.tokens), k.want), refilled_at = clock_timestamp()
-  FROM buckets k WHERE b.rate_key = k.rate_key
 ), limited AS (
   -- Steps with a token (or no rate key) queue for their concurrency key.
   SELECT g.workflow_step_id, g.limit_key, g.limit_max,
@@ -59,6 +56,17 @@ WITH candidates AS (
 ), taken AS (
   UPDATE concurrency_slots s SET running = s.running + sl.granted
   FROM slots sl WHERE s.limit_key = sl.limit_key AND sl.granted > 0
+), spent AS (
+  -- A token is spent by a step that starts: one with a token that also got
+  -- its concurrency slot (or has no limit key). A step with a token but no
+  -- slot is parked for its slot and leaves the token to the next claimer.
+  UPDATE rate_buckets b SET tokens = k.tokens - u.used, refilled_at = clock_timestamp()
+  FROM buckets k,
+       LATERAL (SELECT count(*) AS used
+                FROM rated r LEFT JOIN limited l USING (workflow_step_id) LEFT JOIN slots sl ON sl.limit_key = l.limit_key
+                WHERE r.rate_key = k.rate_key AND r.k <= floor(k.tokens)
+                  AND (l.workflow_step_id IS NULL OR l.k <= coalesce(sl.granted, 0))) u
+  WHERE b.rate_key = k.rate_key
 ), held AS (
   -- The gated candidates that do not run now, and why.
   SELECT g.workflow_step_id, g.runnable_at,
