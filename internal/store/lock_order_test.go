@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
 
 	"github.com/taskerd/taskerd/internal/store"
 	"github.com/taskerd/taskerd/internal/testdb"
@@ -77,47 +76,17 @@ func TestFlushLocksSharedRowsInIDOrder(t *testing.T) {
 			if len(claimed) != n {
 				t.Fatalf("claimed %d roots, want %d", len(claimed), n)
 			}
-			ids := tc.held(roots, children, tasks)
-			slices.SortFunc(ids, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
-
-			holder, err := conn.Begin(ctx)
-			must(t, err)
-			defer holder.Rollback(ctx) //nolint:errcheck
-			var pid int
-			must(t, holder.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid))
-			_, err = holder.Exec(ctx, fmt.Sprintf("SELECT 1 FROM %s WHERE %s = $1 FOR UPDATE", tc.table, tc.column), ids[0])
-			must(t, err)
-
 			// Completions in the order least likely to be id order.
 			p := store.FinishParams{Owner: "r", Channel: "c"}
 			for i := len(claimed) - 1; i >= 0; i-- {
 				p.Completions = append(p.Completions, store.Completion{StepID: claimed[i].StepID, Attempt: claimed[i].Attempt})
 			}
-			flushed := make(chan error, 1)
-			go func() {
+			ahead := lockedAhead(t, dsn, tc.table, tc.column, tc.held(roots, children, tasks), func() error {
 				_, err := s.FinishSteps(ctx, p)
-				flushed <- err
-			}()
-
-			probe := connect(t, dsn)
-			waitForLockWaiter(t, probe, pid)
-			// A row the flush locked cannot be taken; SKIP LOCKED counts
-			// the ones it has not.
-			tx, err := probe.Begin(ctx)
-			must(t, err)
-			var free int
-			must(t, tx.QueryRow(ctx, fmt.Sprintf("SELECT count(*) FROM (SELECT 1 FROM %s WHERE %s = ANY($1) FOR UPDATE SKIP LOCKED) x", tc.table, tc.column), ids[1:]).Scan(&free))
-			must(t, tx.Rollback(ctx))
-			if free != n-1 {
-				t.Errorf("the flush waiting on the smallest of %d %s had already locked %d larger ones", n, tc.name, n-1-free)
-			}
-
-			must(t, holder.Rollback(ctx))
-			select {
-			case err := <-flushed:
-				must(t, err)
-			case <-time.After(30 * time.Second):
-				t.Fatal("the flush did not finish after the lock was released")
+				return err
+			})
+			if ahead != 0 {
+				t.Errorf("the flush waiting on the smallest of %d %s had already locked %d larger ones", n, tc.name, ahead)
 			}
 			var runnable int
 			must(t, conn.QueryRow(ctx, "SELECT count(*) FROM workflow_steps WHERE name = 'child' AND unfinished_parents = 0 AND runnable_at IS NOT NULL").Scan(&runnable))
@@ -128,21 +97,54 @@ func TestFlushLocksSharedRowsInIDOrder(t *testing.T) {
 	}
 }
 
-// waitForLockWaiter waits until a backend waits on a lock held by pid.
-func waitForLockWaiter(t *testing.T, conn *pgx.Conn, pid int) {
+// lockedAhead holds the row of table with the smallest of ids, runs act in
+// the background until it waits on that row, and returns how many of the
+// other rows act had locked by then (a row it locked cannot be taken;
+// SKIP LOCKED counts the others). It then lets act finish and fails the
+// test if act fails.
+func lockedAhead(t *testing.T, dsn, table, column string, ids []uuid.UUID, act func() error) int {
 	t.Helper()
+	ctx := context.Background()
+	ids = slices.Clone(ids)
+	slices.SortFunc(ids, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+	holder := connect(t, dsn)
+	tx, err := holder.Begin(ctx)
+	must(t, err)
+	defer tx.Rollback(ctx) //nolint:errcheck
+	var pid int
+	must(t, tx.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid))
+	_, err = tx.Exec(ctx, fmt.Sprintf("SELECT 1 FROM %s WHERE %s = $1 FOR UPDATE", table, column), ids[0])
+	must(t, err)
+
+	done := make(chan error, 1)
+	go func() { done <- act() }()
+	probe := connect(t, dsn)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		var waiting bool
-		must(t, conn.QueryRow(context.Background(), "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid)))", pid).Scan(&waiting))
+		must(t, probe.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid)))", pid).Scan(&waiting))
 		if waiting {
-			return
+			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("no flush ever waited on the held row")
+			t.Fatal("nothing ever waited on the held row")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	ptx, err := probe.Begin(ctx)
+	must(t, err)
+	var free int
+	must(t, ptx.QueryRow(ctx, fmt.Sprintf("SELECT count(*) FROM (SELECT 1 FROM %s WHERE %s = ANY($1) FOR UPDATE SKIP LOCKED) x", table, column), ids[1:]).Scan(&free))
+	must(t, ptx.Rollback(ctx))
+
+	must(t, tx.Rollback(ctx))
+	select {
+	case err := <-done:
+		must(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("still blocked after the lock was released")
+	}
+	return len(ids) - 1 - free
 }
 
 // A claim starts the tasks of the steps it took in id order too: tasks
@@ -166,35 +168,12 @@ func TestClaimStartsTasksInIDOrder(t *testing.T) {
 		must(t, err)
 		ids = append(ids, nt.TaskID)
 	}
-	slices.SortFunc(ids, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
-	holder, err := conn.Begin(ctx)
-	must(t, err)
-	defer holder.Rollback(ctx) //nolint:errcheck
-	var pid int
-	must(t, holder.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid))
-	_, err = holder.Exec(ctx, "SELECT 1 FROM tasks WHERE task_id = $1 FOR UPDATE", ids[0])
-	must(t, err)
-	claimed := make(chan error, 1)
-	go func() {
+	ahead := lockedAhead(t, dsn, "tasks", "task_id", ids, func() error {
 		_, err := s.ClaimSteps(ctx, store.ClaimParams{Limit: n, Owner: "r", Lease: time.Minute})
-		claimed <- err
-	}()
-	probe := connect(t, dsn)
-	waitForLockWaiter(t, probe, pid)
-	tx, err := probe.Begin(ctx)
-	must(t, err)
-	var free int
-	must(t, tx.QueryRow(ctx, "SELECT count(*) FROM (SELECT 1 FROM tasks WHERE task_id = ANY($1) FOR UPDATE SKIP LOCKED) x", ids[1:]).Scan(&free))
-	must(t, tx.Rollback(ctx))
-	if free != n-1 {
-		t.Errorf("the claim waiting on the smallest of %d tasks had already locked %d larger ones", n, n-1-free)
-	}
-	must(t, holder.Rollback(ctx))
-	select {
-	case err := <-claimed:
-		must(t, err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("the claim did not finish after the lock was released")
+		return err
+	})
+	if ahead != 0 {
+		t.Errorf("the claim waiting on the smallest of %d tasks had already locked %d larger ones", n, ahead)
 	}
 	var started int
 	must(t, conn.QueryRow(ctx, "SELECT count(*) FROM tasks WHERE status = 'in_progress'").Scan(&started))
