@@ -311,7 +311,14 @@ func (s *Service) claimOnce(ctx context.Context, req ClaimRequest) ([]ClaimedSte
 	start := rand.IntN(len(req.Handlers))
 	for i := range req.Handlers {
 		queue := req.Handlers[(start+i)%len(req.Handlers)]
-		claimed, err := s.cfg.Steps.ClaimRemote(ctx, store.ClaimParams{Queue: queue, Limit: req.Max - len(out), Owner: req.WorkerID, Lease: req.Lease})
+		claimed, err := s.cfg.Steps.ClaimRemote(ctx, store.ClaimParams{Queue: queue, Limit: req.Max - len(out), Owner: req.WorkerID, Lease: req.Lease,
+			Held: func(_ int, due time.Time) {
+				// A rate-limited step was put back until its token is due:
+				// waiting claims wake then, not at the fallback poll.
+				if !due.IsZero() {
+					s.hub.noteDue(due)
+				}
+			}})
 		if err != nil {
 			if len(out) > 0 {
 				break // hand over what is claimed; the rest waits for the next claim

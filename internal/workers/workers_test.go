@@ -360,3 +360,58 @@ func TestCompleteRefusesHugeResults(t *testing.T) {
 	}
 	r.waitTask(id, "error", 5*time.Second)
 }
+
+// A waiting claim wakes when a rate-limited step's token falls due, not at
+// the fallback poll (10 s here): the claim that put the step back said when.
+func TestClaimWakesWhenRateTokenIsDue(t *testing.T) {
+	t.Parallel()
+	r := setup(t)
+	r.register(`namespace_name: shop
+name: paced
+version: 1.0.0
+step_templates:
+  - {name: charge, handler: "remote:charges", rate_limit: {per_second: 1, key: gateway}}
+`)
+	type claimed struct {
+		steps []workers.ClaimedStep
+		after time.Duration
+	}
+	got := make(chan claimed, 2)
+	start := time.Now()
+	for _, w := range []string{"w1", "w2"} {
+		go func() {
+			steps, err := r.svc.Claim(context.Background(), workers.ClaimRequest{WorkerID: w, Handlers: []string{"remote:charges"}, Max: 1, Wait: 20 * time.Second})
+			if err != nil {
+				t.Error(err)
+			}
+			got <- claimed{steps, time.Since(start)}
+		}()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) && !waitingWorkers(r, 2) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	r.create("shop", "paced", `{}`)
+	r.create("shop", "paced", `{}`)
+	// One claim takes the bucket's token; the other step waits for the next
+	// one, a second later, and so does the other claim.
+	var last time.Duration
+	for range 2 {
+		c := <-got
+		if len(c.steps) != 1 {
+			t.Fatalf("a claim returned %d steps after %s", len(c.steps), c.after)
+		}
+		last = max(last, c.after)
+	}
+	t.Logf("last claim after %s", last)
+	if last > 5*time.Second {
+		t.Fatalf("the second step was claimed after %s: its token was due a second after the first", last)
+	}
+}
+
+// waitingWorkers reports whether n workers have a claim under way.
+func waitingWorkers(r *replica, n int) bool {
+	var got int
+	_ = r.pool.QueryRow(context.Background(), "SELECT count(*) FROM workers").Scan(&got)
+	return got >= n
+}
