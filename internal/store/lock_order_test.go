@@ -25,27 +25,11 @@ func TestFlushLocksSharedRowsInIDOrder(t *testing.T) {
 	t.Parallel()
 	// Enough rows that the planner aggregates the children by hash.
 	const n = 300
-	for _, tc := range []struct {
-		name string
-		// held returns the rows of the first table whose smallest id the
-		// test holds: the roots' children, or their tasks.
-		table, column string
-		held          func(roots, children []store.NewStep, tasks []store.NewTask) []uuid.UUID
-	}{
-		{"children", "workflow_steps", "workflow_step_id", func(_, children []store.NewStep, _ []store.NewTask) []uuid.UUID {
-			var ids []uuid.UUID
-			for _, c := range children {
-				ids = append(ids, c.StepID)
-			}
-			return ids
-		}},
-		{"tasks", "tasks", "task_id", func(_, _ []store.NewStep, tasks []store.NewTask) []uuid.UUID {
-			var ids []uuid.UUID
-			for _, t := range tasks {
-				ids = append(ids, t.TaskID)
-			}
-			return ids
-		}},
+	// Each case holds the smallest of one table's shared rows: the roots'
+	// children, or their tasks.
+	for _, tc := range []struct{ name, table, column string }{
+		{"children", "workflow_steps", "workflow_step_id"},
+		{"tasks", "tasks", "task_id"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -56,15 +40,17 @@ func TestFlushLocksSharedRowsInIDOrder(t *testing.T) {
 			f := newFixture(t, conn)
 			// n tasks of root → child, created so that the order of ids is
 			// not the order of creation (which the input would follow).
-			var roots, children []store.NewStep
 			var tasks []store.NewTask
+			shared := map[string][]uuid.UUID{}
 			for range n {
 				nt := store.NewTask{TaskID: uuid.Must(uuid.NewV7()), NamedTaskID: f.namedTaskID, Namespace: "payments", Name: "refund", Version: "1.0.0"}
 				root := store.NewStep{StepID: uuid.Must(uuid.NewV7()), NamedStepID: f.namedStepID, Name: "root", Handler: "noop", RetryLimit: 1, Retryable: true}
 				child := store.NewStep{StepID: uuid.Must(uuid.NewV7()), NamedStepID: f.namedStepID, Name: "child", Handler: "noop", RetryLimit: 1, Retryable: true, UnfinishedParents: 1}
 				nt.Steps = []store.NewStep{root, child}
 				nt.Edges = []store.Edge{{From: root.StepID, To: child.StepID}}
-				roots, children, tasks = append(roots, root), append(children, child), append(tasks, nt)
+				tasks = append(tasks, nt)
+				shared["children"] = append(shared["children"], child.StepID)
+				shared["tasks"] = append(shared["tasks"], nt.TaskID)
 			}
 			// Reversed: the last created (largest ids) first.
 			for i := n - 1; i >= 0; i-- {
@@ -81,7 +67,7 @@ func TestFlushLocksSharedRowsInIDOrder(t *testing.T) {
 			for i := len(claimed) - 1; i >= 0; i-- {
 				p.Completions = append(p.Completions, store.Completion{StepID: claimed[i].StepID, Attempt: claimed[i].Attempt})
 			}
-			ahead := lockedAhead(t, dsn, tc.table, tc.column, tc.held(roots, children, tasks), func() error {
+			ahead := lockedAhead(t, dsn, tc.table, tc.column, shared[tc.name], func() error {
 				_, err := s.FinishSteps(ctx, p)
 				return err
 			})
