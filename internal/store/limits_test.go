@@ -134,6 +134,71 @@ func TestPauseThroughTheStore(t *testing.T) {
 	}
 }
 
+// A resume that runs while a claim is parking a step for its pause waits for
+// that claim and unparks the step. Unordered, the resume saw no parked step
+// and the claim's park committed after it: the step stayed parked, with no
+// pause left to lift (found by the throughput benchmark's warm-up).
+func TestResumeUnparksWhatAConcurrentClaimParks(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dsn := testdb.New(t)
+	conn := connect(t, dsn)
+	s := newStore(t, dsn)
+	f := newFixture(t, conn)
+	if _, err := s.PauseHandlers(ctx, "payments", "refund", "ops"); err != nil {
+		t.Fatal(err)
+	}
+	nt, _ := diamond(f, "")
+	if _, _, err := s.CreateTask(ctx, nt); err != nil {
+		t.Fatal(err)
+	}
+	parked, release := make(chan int, 1), make(chan struct{})
+	claimed := make(chan error, 1)
+	go func() {
+		held := 0
+		_, err := s.ClaimSteps(ctx, store.ClaimParams{Limit: 10, Owner: "r1", Lease: time.Minute,
+			Held: func(n int, _ time.Time) { held = n },
+			InTx: func(context.Context, store.Tx, []store.ClaimedStep) error {
+				parked <- held
+				<-release // the park is written, not committed
+				return nil
+			}})
+		claimed <- err
+	}()
+	if n := <-parked; n != 1 {
+		close(release)
+		t.Fatalf("the claim held %d steps, want the root", n)
+	}
+	type result struct {
+		resumed bool
+		n       int
+		err     error
+	}
+	resumed := make(chan result, 1)
+	go func() {
+		ok, n, err := s.ResumeHandlers(ctx, "payments", "refund", "tasker_steps")
+		resumed <- result{ok, n, err}
+	}()
+	// The resume must not finish while the claim holds its pause.
+	select {
+	case r := <-resumed:
+		close(release)
+		t.Fatalf("resume finished before the parking claim committed: %+v", r)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(release)
+	if err := <-claimed; err != nil {
+		t.Fatal(err)
+	}
+	r := <-resumed
+	if r.err != nil || !r.resumed || r.n != 1 {
+		t.Fatalf("resume: %+v; want the parked root unparked", r)
+	}
+	if got := claim(t, s, "r1", 10); len(got) != 1 {
+		t.Fatalf("after resume: claimed %d, want the root", len(got))
+	}
+}
+
 // A task concurrency key admits tasks in creation order: beyond the limit
 // a task waits with its runnable steps parked, and an admitted task that
 // ends (here cancelled) admits the next.

@@ -23,6 +23,9 @@ var pauseInsertSQL string
 //go:embed sql/pause_delete.sql
 var pauseDeleteSQL string
 
+//go:embed sql/pause_unpark.sql
+var pauseUnparkSQL string
+
 //go:embed sql/pause_list.sql
 var pauseListSQL string
 
@@ -43,11 +46,16 @@ func (s *Store) PauseHandlers(ctx context.Context, namespace, name, actor string
 // name, makes the steps it parked runnable and NOTIFYs channel. resumed is
 // false when there was no such pause.
 func (s *Store) ResumeHandlers(ctx context.Context, namespace, name, channel string) (resumed bool, unparked int, err error) {
-	var deleted, notified int64
+	var notified int64
 	err = s.inTx(ctx, "resume", func(tx pgx.Tx) error {
-		return tx.QueryRow(ctx, pauseDeleteSQL, namespace, name, channel).Scan(&deleted, &unparked, &notified)
+		tag, err := tx.Exec(ctx, pauseDeleteSQL, namespace, name)
+		if err != nil {
+			return err
+		}
+		resumed = tag.RowsAffected() > 0
+		return tx.QueryRow(ctx, pauseUnparkSQL, namespace, name, channel).Scan(&unparked, &notified)
 	})
-	return deleted > 0, unparked, err
+	return resumed, unparked, err
 }
 
 // Pauses lists the pauses in force.

@@ -1,19 +1,7 @@
--- Resumes a namespace ($2 = '') or a template: the pause row goes, and the
--- steps it parked return to the ready queue at the time they became ready
--- (so they run in their original order), with one NOTIFY ($3) to wake the
--- claimers. Steps still covered by another pause (the namespace stays
--- paused while one template resumes) are parked again by the claim.
-WITH pause AS (
-  DELETE FROM handler_pauses WHERE namespace_name = $1 AND task_name = $2
-  RETURNING 1
-), unparked AS (
-  UPDATE workflow_steps w
-  SET parked = NULL, runnable_at = coalesce(w.parked_at, now()), parked_at = NULL, updated_at = now()
-  FROM tasks t
-  WHERE t.namespace_name = $1 AND ($2 = '' OR t.task_name = $2) AND t.status IN ('pending', 'in_progress')
-    AND w.task_id = t.task_id AND w.parked = 'paused' AND w.status = 'pending'
-  RETURNING 1
-)
-SELECT (SELECT count(*) FROM pause), count(*),
-       (SELECT count(*) FROM (SELECT pg_notify($3, '') WHERE EXISTS (SELECT 1 FROM unparked)) n)
-FROM unparked
+-- Lifts the pause of a namespace ($2 = '') or a template. A claim that is
+-- parking steps for this pause holds the pause row (FOR KEY SHARE, see
+-- steps_claim.sql), so this waits for it to commit: the unparking statement
+-- that follows (pause_unpark.sql), with a snapshot taken after the wait,
+-- then sees the steps that claim parked. In one statement with the
+-- unparking, it would not, and they would stay parked with no pause left.
+DELETE FROM handler_pauses WHERE namespace_name = $1 AND task_name = $2

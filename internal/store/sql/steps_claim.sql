@@ -24,9 +24,12 @@ WITH candidates AS (
   FOR UPDATE SKIP LOCKED
 ), gated AS (
   SELECT c.*,
+         -- The pause row is held until this claim commits: a resume waits
+         -- for it, so it unparks what this claim parks (pause_delete.sql).
+         -- A pause deleted meanwhile is skipped, and the step runs.
          EXISTS (SELECT 1 FROM handler_pauses) AND EXISTS (SELECT 1 FROM tasks t JOIN handler_pauses p
                    ON p.namespace_name = t.namespace_name AND p.task_name IN ('', t.task_name)
-                 WHERE t.task_id = c.task_id) AS paused
+                 WHERE t.task_id = c.task_id FOR KEY SHARE OF p) AS paused
   FROM candidates c
   WHERE c.limit_key IS NOT NULL OR c.rate_key IS NOT NULL OR EXISTS (SELECT 1 FROM handler_pauses)
 ), rated AS (
