@@ -62,9 +62,15 @@ func TestQuickRun(t *testing.T) {
 func TestQuickThroughputDetails(t *testing.T) {
 	t.Parallel()
 	var details bytes.Buffer
-	_, err := bench.Run(context.Background(), bench.Config{AdminURL: testdb.AdminURL(t), Quick: true, Workload: "throughput", Statements: &details})
+	rep, err := bench.Run(context.Background(), bench.Config{AdminURL: testdb.AdminURL(t), Quick: true, Workload: "throughput", Statements: &details})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The warm-up's tasks run first, and are not counted.
+	for _, f := range rep.Figures {
+		if f.Metric == "steps_completed" && f.Value != 200 {
+			t.Errorf("%d replica(s) completed %v measured steps, want 200", f.Replicas, f.Value)
+		}
 	}
 	out := details.String()
 	for _, want := range []string{"-- throughput, 1 replica(s): per 100 ms", "-- throughput, 3 replica(s): per 100 ms",
@@ -73,7 +79,7 @@ func TestQuickThroughputDetails(t *testing.T) {
 			t.Errorf("-v output lacks %q:\n%s", want, out)
 		}
 	}
-	// The quick run's 200 steps, claimed and completed, in the buckets.
+	// The quick run's 200 measured steps, claimed and completed, in the buckets.
 	claimed, done := 0, 0
 	for _, line := range strings.Split(out, "\n") {
 		var ms, c, cs, d, fs int
