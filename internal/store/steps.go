@@ -350,59 +350,53 @@ type settleParams struct {
 // settle is what follows any step reaching a final state: release its
 // children, count it on its task, and finalise tasks with nothing left to do.
 func settle(ctx context.Context, tx pgx.Tx, p settleParams, res *FinishResult) error {
-	// Releasing the children and counting on the tasks need nothing from
-	// each other: one round trip for both keeps the flush's transaction, and
-	// the row locks it holds, shorter.
-	var b pgx.Batch
 	if len(p.released) > 0 {
-		b.Queue(stepsReleaseChildrenSQL, p.released, p.stagger.Microseconds(), p.channel).QueryRow(func(row pgx.Row) error {
-			var ready, notified int64
-			if err := row.Scan(&ready, &notified); err != nil {
-				return err
-			}
-			res.BecameRunnable += int(ready)
-			return nil
-		})
+		var ready, notified int64
+		if err := tx.QueryRow(ctx, stepsReleaseChildrenSQL, p.released, p.stagger.Microseconds(), p.channel).Scan(&ready, &notified); err != nil {
+			return err
+		}
+		res.BecameRunnable += int(ready)
+	}
+	if len(p.counts) == 0 {
+		return nil
+	}
+	taskIDs := make([]uuid.UUID, 0, len(p.counts))
+	dones := make([]int32, 0, len(p.counts))
+	fails := make([]int32, 0, len(p.counts))
+	for id, d := range p.counts {
+		taskIDs = append(taskIDs, id)
+		dones = append(dones, int32(d.done))
+		fails = append(fails, int32(d.failed))
+	}
+	rows, err := tx.Query(ctx, tasksCountFinishedSQL, taskIDs, dones, fails)
+	if err != nil {
+		return err
 	}
 	var finalIDs []uuid.UUID
 	var finalStates []string
 	var failing []uuid.UUID
-	if len(p.counts) > 0 {
-		taskIDs := make([]uuid.UUID, 0, len(p.counts))
-		dones := make([]int32, 0, len(p.counts))
-		fails := make([]int32, 0, len(p.counts))
-		for id, d := range p.counts {
-			taskIDs = append(taskIDs, id)
-			dones = append(dones, int32(d.done))
-			fails = append(fails, int32(d.failed))
+	for rows.Next() {
+		var id uuid.UUID
+		var status string
+		var unfinished, failed int
+		if err := rows.Scan(&id, &status, &unfinished, &failed); err != nil {
+			rows.Close()
+			return err
 		}
-		b.Queue(tasksCountFinishedSQL, taskIDs, dones, fails).Query(func(rows pgx.Rows) error {
-			for rows.Next() {
-				var id uuid.UUID
-				var status string
-				var unfinished, failed int
-				if err := rows.Scan(&id, &status, &unfinished, &failed); err != nil {
-					return err
-				}
-				if status != "in_progress" {
-					continue // cancelled or otherwise settled by a manual action
-				}
-				switch {
-				case unfinished == 0 && failed == 0:
-					finalIDs, finalStates = append(finalIDs, id), append(finalStates, "complete")
-				case unfinished == 0:
-					finalIDs, finalStates = append(finalIDs, id), append(finalStates, "error")
-				case failed > 0:
-					failing = append(failing, id)
-				}
-			}
-			return rows.Err()
-		})
+		if status != "in_progress" {
+			continue // cancelled or otherwise settled by a manual action
+		}
+		switch {
+		case unfinished == 0 && failed == 0:
+			finalIDs, finalStates = append(finalIDs, id), append(finalStates, "complete")
+		case unfinished == 0:
+			finalIDs, finalStates = append(finalIDs, id), append(finalStates, "error")
+		case failed > 0:
+			failing = append(failing, id)
+		}
 	}
-	if b.Len() == 0 {
-		return nil
-	}
-	if err := tx.SendBatch(ctx, &b).Close(); err != nil {
+	rows.Close()
+	if err := rows.Err(); err != nil {
 		return err
 	}
 	if len(failing) > 0 {
@@ -423,7 +417,7 @@ func settle(ctx context.Context, tx pgx.Tx, p settleParams, res *FinishResult) e
 	if len(finalIDs) == 0 {
 		return nil
 	}
-	rows, err := tx.Query(ctx, tasksFinalizeSQL, finalIDs, finalStates, p.meta, nullable(p.actor))
+	rows, err = tx.Query(ctx, tasksFinalizeSQL, finalIDs, finalStates, p.meta, nullable(p.actor))
 	if err != nil {
 		return err
 	}
