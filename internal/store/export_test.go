@@ -7,3 +7,6 @@ import "context"
 func QueryRowForTest(ctx context.Context, s *Store, sql string, args []any, dest ...any) error {
 	return s.pool.QueryRow(ctx, sql, args...).Scan(dest...)
 }
+
+// StepsCompleteSQL and StepsFailSQL are the flush's statements, for plan tests.
+var StepsCompleteSQL, StepsFailSQL, HotPlannerSQL = stepsCompleteSQL, stepsFailSQL, hotPlannerSQL

@@ -6,12 +6,17 @@
 -- locks inside it, as the join reaches each row: an ORDER BY above the join
 -- sorts the result, not the locks. Unsorted, two replicas' flushes locked
 -- shared rows in opposite orders and waited a deadlock_timeout.)
+-- OFFSET 0 keeps the state test below out of the lookup: pushed into it,
+-- "status = 'in_progress'" let the planner read the lease index (every
+-- running step) for each input row instead of one primary-key probe, which
+-- a stale estimate of few running steps made look cheaper; with 3,000
+-- running steps a flush took seconds and every replica stalled behind it.
 WITH i AS (
   SELECT * FROM unnest($1::uuid[], $2::int[], $3::jsonb[]) AS i(id, attempt, results)
 ), locked AS (
   SELECT w.workflow_step_id, i.results
   FROM (SELECT * FROM i ORDER BY id) i,
-       LATERAL (SELECT * FROM workflow_steps w WHERE w.workflow_step_id = i.id FOR UPDATE) w
+       LATERAL (SELECT * FROM workflow_steps w WHERE w.workflow_step_id = i.id OFFSET 0 FOR UPDATE) w
   WHERE w.status = 'in_progress' AND w.attempts = i.attempt
 ), done AS (
   UPDATE workflow_steps w

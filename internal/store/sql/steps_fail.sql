@@ -11,7 +11,7 @@ WITH i AS (
          (i.retryable AND w.retryable AND w.attempts - w.retry_base < w.retry_limit) AS will_retry
   -- Locked in id order: see steps_complete.sql.
   FROM (SELECT * FROM i ORDER BY id) i,
-       LATERAL (SELECT * FROM workflow_steps w WHERE w.workflow_step_id = i.id FOR UPDATE) w
+       LATERAL (SELECT * FROM workflow_steps w WHERE w.workflow_step_id = i.id OFFSET 0 FOR UPDATE) w -- OFFSET 0: see steps_complete.sql
   WHERE w.status = 'in_progress' AND w.attempts = i.attempt
 ), failed AS (
   UPDATE workflow_steps w
