@@ -153,6 +153,13 @@ func waitDone(ctx context.Context, conn *pgx.Conn, limit time.Duration) error {
 // between 0.85 and 1.09 in consecutive runs of one binary.)
 const throughputRounds = 5
 
+// The throughput workload's templates, one shape under two names: the
+// figures (and the -v timeline) count the measured template's steps only.
+const (
+	measuredTemplate = "ten"
+	warmUpTemplate   = "warm"
+)
+
 // throughputRun is one run's figures.
 type throughputRun struct {
 	stepsPerSecond, completed, seconds, createsPerSecond float64
@@ -205,7 +212,7 @@ func (r *runner) throughputWith(ctx context.Context, tasks, replicas int) (throu
 		}
 		servers = append(servers, s)
 	}
-	for _, name := range []string{"warm", "ten"} {
+	for _, name := range []string{warmUpTemplate, measuredTemplate} {
 		if err := register(ctx, servers[0], name, tenSteps()); err != nil {
 			return throughputRun{}, err
 		}
@@ -222,16 +229,16 @@ func (r *runner) throughputWith(ctx context.Context, tasks, replicas int) (throu
 	// their roots, and resuming puts them back in the ready queue in their
 	// original order, with one notification.
 	eng := servers[0].Engine()
-	if _, err := eng.Pause(ctx, "bench", "ten", "bench"); err != nil {
+	if _, err := eng.Pause(ctx, "bench", measuredTemplate, "bench"); err != nil {
 		return throughputRun{}, err
 	}
 	created := time.Now()
-	if err := createTasks(ctx, eng, "ten", tasks); err != nil {
+	if err := createTasks(ctx, eng, measuredTemplate, tasks); err != nil {
 		return throughputRun{}, err
 	}
 	createSecs := time.Since(created).Seconds()
 	r.logger.Info("tasks created", slog.Int("tasks", tasks), slog.Float64("seconds", createSecs))
-	if _, err := eng.Resume(ctx, "bench", "ten", "bench"); err != nil {
+	if _, err := eng.Resume(ctx, "bench", measuredTemplate, "bench"); err != nil {
 		return throughputRun{}, err
 	}
 	if err := waitDone(ctx, conn, 10*time.Minute); err != nil {
@@ -239,7 +246,7 @@ func (r *runner) throughputWith(ctx context.Context, tasks, replicas int) (throu
 	}
 	var first, last time.Time
 	var completed int
-	if err := conn.QueryRow(ctx, stepSpanSQL, "ten").Scan(&first, &last, &completed); err != nil {
+	if err := conn.QueryRow(ctx, stepSpanSQL, measuredTemplate).Scan(&first, &last, &completed); err != nil {
 		return throughputRun{}, err
 	}
 	secs := last.Sub(first).Seconds()
@@ -263,7 +270,7 @@ func (r *runner) warmUp(ctx context.Context, conn *pgx.Conn, servers []*server.S
 			return err
 		}
 	}
-	if err := createTasks(ctx, servers[0].Engine(), "warm", n); err != nil {
+	if err := createTasks(ctx, servers[0].Engine(), warmUpTemplate, n); err != nil {
 		return err
 	}
 	return waitDone(ctx, conn, 10*time.Minute)
@@ -510,7 +517,7 @@ func (r *runner) single(ctx context.Context, workload string, mod func(*config.C
 // replica claimed and completed, and in how many statements: where a run
 // ramps up, stalls or tails off.
 func (r *runner) timeline(ctx context.Context, conn *pgx.Conn, replicas int) {
-	rows, err := conn.Query(ctx, timelineSQL, "ten")
+	rows, err := conn.Query(ctx, timelineSQL, measuredTemplate)
 	if err != nil {
 		fmt.Fprintf(r.details, "(timeline: %v)\n", err)
 		return

@@ -8,5 +8,6 @@ func QueryRowForTest(ctx context.Context, s *Store, sql string, args []any, dest
 	return s.pool.QueryRow(ctx, sql, args...).Scan(dest...)
 }
 
-// StepsCompleteSQL and StepsFailSQL are the flush's statements, for plan tests.
+// StepsCompleteSQL and StepsFailSQL are the flush's statements, and
+// HotPlannerSQL the settings it runs them under, for plan tests.
 var StepsCompleteSQL, StepsFailSQL, HotPlannerSQL = stepsCompleteSQL, stepsFailSQL, hotPlannerSQL

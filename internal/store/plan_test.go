@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/taskerd/taskerd/internal/store"
 	"github.com/taskerd/taskerd/internal/testdb"
 )
@@ -31,43 +33,34 @@ func TestFlushLooksStepsUpByKey(t *testing.T) {
 	if _, err := conn.Exec(ctx, "ANALYZE workflow_steps"); err != nil {
 		t.Fatal(err)
 	}
-	for name, sql := range map[string]string{"complete": store.StepsCompleteSQL, "fail": store.StepsFailSQL} {
+	for _, tc := range []struct{ name, sql, args string }{
+		{"complete", store.StepsCompleteSQL, "(ARRAY[gen_random_uuid()], ARRAY[1], ARRAY['{}'::jsonb], 'r1')"},
+		{"fail", store.StepsFailSQL, "(ARRAY[gen_random_uuid()], ARRAY[1], ARRAY['{}'::jsonb], ARRAY[true], ARRAY[0::bigint], 'r1')"},
+	} {
 		tx, err := conn.Begin(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, stmt := range []string{store.HotPlannerSQL, "SET LOCAL plan_cache_mode = force_generic_plan"} {
+		for _, stmt := range []string{store.HotPlannerSQL, "SET LOCAL plan_cache_mode = force_generic_plan",
+			"PREPARE flush_" + tc.name + " AS " + tc.sql} {
 			if _, err := tx.Exec(ctx, stmt); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if _, err := tx.Exec(ctx, "PREPARE flush_"+name+" AS "+sql); err != nil {
-			t.Fatal(err)
-		}
-		args := "(ARRAY[gen_random_uuid()], ARRAY[1], ARRAY['{}'::jsonb], 'r1')"
-		if name == "fail" {
-			args = "(ARRAY[gen_random_uuid()], ARRAY[1], ARRAY['{}'::jsonb], ARRAY[true], ARRAY[0::bigint], 'r1')"
-		}
-		rows, err := tx.Query(ctx, "EXPLAIN EXECUTE flush_"+name+args)
+		rows, err := tx.Query(ctx, "EXPLAIN EXECUTE flush_"+tc.name+tc.args)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var plan strings.Builder
-		for rows.Next() {
-			var line string
-			if err := rows.Scan(&line); err != nil {
-				t.Fatal(err)
-			}
-			plan.WriteString(line + "\n")
-		}
-		if err := rows.Err(); err != nil {
+		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
 			t.Fatal(err)
 		}
 		if err := tx.Rollback(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if strings.Contains(plan.String(), "workflow_steps_leases") || !strings.Contains(plan.String(), "workflow_steps_pkey") {
-			t.Errorf("the %s statement does not look steps up by primary key:\n%s", name, plan.String())
+		plan := strings.Join(lines, "\n")
+		if strings.Contains(plan, "workflow_steps_leases") || !strings.Contains(plan, "workflow_steps_pkey") {
+			t.Errorf("the %s statement does not look steps up by primary key:\n%s", tc.name, plan)
 		}
 	}
 }
