@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -67,10 +68,28 @@ func TestQuickThroughputDetails(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The warm-up's tasks run first, and are not counted.
+	cpu := map[string]int{}
 	for _, f := range rep.Figures {
-		if f.Metric == "steps_completed" && f.Value != 200 {
-			t.Errorf("%d replica(s) completed %v measured steps, want 200", f.Replicas, f.Value)
+		switch f.Metric {
+		case "steps_completed":
+			if f.Value != 200 {
+				t.Errorf("%d replica(s) completed %v measured steps, want 200", f.Replicas, f.Value)
+			}
+		case "cpu_us_per_step_taskerd", "cpu_us_per_step_postgres":
+			cpu[f.Metric]++
+			if f.Value <= 0 {
+				t.Errorf("%d replica(s): %s = %v", f.Replicas, f.Metric, f.Value)
+			}
+		case "machine_busy_percent":
+			if f.Value <= 0 || f.Value > 101 {
+				t.Errorf("%d replica(s): %s = %v", f.Replicas, f.Metric, f.Value)
+			}
 		}
+	}
+	// The server's CPU is read when it runs on this machine, as testdb's
+	// own cluster does.
+	if cpu["cpu_us_per_step_taskerd"] != 2 || (os.Getenv("TASKER_TEST_DATABASE_URL") == "" && cpu["cpu_us_per_step_postgres"] != 2) {
+		t.Errorf("CPU figures per replica count: %v", cpu)
 	}
 	out := details.String()
 	for _, want := range []string{"-- throughput, 1 replica(s): per 100 ms", "-- throughput, 3 replica(s): per 100 ms",

@@ -163,6 +163,9 @@ const (
 // throughputRun is one run's figures.
 type throughputRun struct {
 	stepsPerSecond, completed, seconds, createsPerSecond float64
+	// CPU per measured step, in µs (server: -1 when not readable), and the
+	// share of the machine busy, over the window from resume to done.
+	selfCPU, serverCPU, busy float64
 }
 
 func (r *runner) throughput(ctx context.Context) ([]Figure, error) {
@@ -192,9 +195,24 @@ func (r *runner) throughput(ctx context.Context) ([]Figure, error) {
 			Figure{Workload: "throughput", Metric: "steps_completed", Value: median.completed, Unit: "steps", Replicas: replicas},
 			Figure{Workload: "throughput", Metric: "seconds", Value: median.seconds, Unit: "s", Replicas: replicas},
 			Figure{Workload: "throughput", Metric: "task_creates_per_second", Value: median.createsPerSecond, Unit: "tasks/s (in-process, 8 creators)", Replicas: replicas},
+			Figure{Workload: "throughput", Metric: "cpu_us_per_step_taskerd", Value: medianOf(rs, func(r throughputRun) float64 { return r.selfCPU }), Unit: "µs of CPU per step in taskerd's process (median)", Replicas: replicas},
 		)
+		if server := medianOf(rs, func(r throughputRun) float64 { return r.serverCPU }); server >= 0 {
+			figs = append(figs, Figure{Workload: "throughput", Metric: "cpu_us_per_step_postgres", Value: server, Unit: "µs of CPU per step in PostgreSQL (median)", Replicas: replicas})
+		}
+		figs = append(figs, Figure{Workload: "throughput", Metric: "machine_busy_percent", Value: medianOf(rs, func(r throughputRun) float64 { return r.busy }), Unit: "% of all cores busy while the steps ran (median)", Replicas: replicas})
 	}
 	return figs, nil
+}
+
+// medianOf is the median of f over runs.
+func medianOf(runs []throughputRun, f func(throughputRun) float64) float64 {
+	v := make([]float64, len(runs))
+	for i, r := range runs {
+		v[i] = f(r)
+	}
+	slices.Sort(v)
+	return v[len(v)/2]
 }
 
 func (r *runner) throughputWith(ctx context.Context, tasks, replicas int) (throughputRun, error) {
@@ -238,12 +256,15 @@ func (r *runner) throughputWith(ctx context.Context, tasks, replicas int) (throu
 	}
 	createSecs := time.Since(created).Seconds()
 	r.logger.Info("tasks created", slog.Int("tasks", tasks), slog.Float64("seconds", createSecs))
+	meter := newCPUMeter(ctx, conn)
+	before := meter.sample()
 	if _, err := eng.Resume(ctx, "bench", measuredTemplate, "bench"); err != nil {
 		return throughputRun{}, err
 	}
 	if err := waitDone(ctx, conn, 10*time.Minute); err != nil {
 		return throughputRun{}, err
 	}
+	cpu := meter.since(before)
 	var first, last time.Time
 	var completed int
 	if err := conn.QueryRow(ctx, stepSpanSQL, measuredTemplate).Scan(&first, &last, &completed); err != nil {
@@ -253,8 +274,15 @@ func (r *runner) throughputWith(ctx context.Context, tasks, replicas int) (throu
 	if r.details != nil {
 		r.timeline(ctx, conn, replicas)
 	}
-	return throughputRun{stepsPerSecond: float64(completed) / secs, completed: float64(completed), seconds: secs,
-		createsPerSecond: float64(tasks) / createSecs}, nil
+	run := throughputRun{stepsPerSecond: float64(completed) / secs, completed: float64(completed), seconds: secs,
+		createsPerSecond: float64(tasks) / createSecs, serverCPU: -1, busy: cpu.busy * 100}
+	if completed > 0 {
+		run.selfCPU = float64(cpu.self.Microseconds()) / float64(completed)
+		if cpu.serverKnown {
+			run.serverCPU = float64(cpu.server.Microseconds()) / float64(completed)
+		}
+	}
+	return run, nil
 }
 
 // warmUp runs n tasks of the measured shape through started replicas and

@@ -1,0 +1,50 @@
+package bench
+
+import (
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// procStat finds a process's parent past its command name.
+func TestProcStatReadsTheParent(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("/proc is Linux's")
+	}
+	f, ok := procStat(os.Getpid())
+	if !ok {
+		t.Fatal("cannot read this process's /proc stat")
+	}
+	if f[1] != strconv.Itoa(os.Getppid()) {
+		t.Errorf("parent %s, want %d", f[1], os.Getppid())
+	}
+}
+
+// The meter counts the "postmaster's" exited children (here: this test's
+// own, a shell busy for a while) and this process's own CPU.
+func TestCPUMeterCountsChildrenAndSelf(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("/proc is Linux's")
+	}
+	m := cpuMeter{postmaster: os.Getpid()}
+	before := m.sample()
+	if err := exec.Command("sh", "-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done").Run(); err != nil {
+		t.Fatal(err)
+	}
+	for start := time.Now(); time.Since(start) < 200*time.Millisecond; {
+		_ = strconv.Itoa(int(time.Since(start)))
+	}
+	use := m.since(before)
+	if !use.serverKnown || use.server < 50*time.Millisecond {
+		t.Errorf("children's CPU %v (known %v), want the shell's loop (well over 50ms)", use.server, use.serverKnown)
+	}
+	if use.self < 100*time.Millisecond {
+		t.Errorf("own CPU %v, want the 200ms busy loop", use.self)
+	}
+	if use.busy <= 0 || use.busy > 1.01 {
+		t.Errorf("machine busy share %v, want (0, 1]", use.busy)
+	}
+}
