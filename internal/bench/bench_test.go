@@ -76,12 +76,14 @@ func TestQuickThroughputDetails(t *testing.T) {
 				t.Errorf("%d replica(s) completed %v measured steps, want 200", f.Replicas, f.Value)
 			}
 		case "cpu_us_per_step_taskerd", "cpu_us_per_step_postgres":
+			// The server's share is read in 10 ms ticks: a quick run's 200
+			// steps may cost it less than one.
 			cpu[f.Metric]++
-			if f.Value <= 0 {
+			if f.Value < 0 || (f.Metric == "cpu_us_per_step_taskerd" && f.Value == 0) {
 				t.Errorf("%d replica(s): %s = %v", f.Replicas, f.Metric, f.Value)
 			}
 		case "machine_busy_percent":
-			if f.Value <= 0 || f.Value > 101 {
+			if f.Value < 0 || f.Value > 100 {
 				t.Errorf("%d replica(s): %s = %v", f.Replicas, f.Metric, f.Value)
 			}
 		}

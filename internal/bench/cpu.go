@@ -137,7 +137,9 @@ func (m cpuMeter) since(a cpuSample) cpuUse {
 	b := m.sample()
 	u := cpuUse{self: b.self - a.self, server: b.server - a.server, serverKnown: m.postmaster != 0}
 	if wall := b.at.Sub(a.at); wall > 0 && b.machineBusy > 0 {
-		u.busy = float64(b.machineBusy-a.machineBusy) / float64(wall) / float64(runtime.NumCPU())
+		// /proc/stat counts in 10 ms ticks: over a short window the share
+		// can come out above 1 (a quick run's window is ~100 ms).
+		u.busy = min(1, float64(b.machineBusy-a.machineBusy)/float64(wall)/float64(runtime.NumCPU()))
 	}
 	return u
 }
