@@ -28,7 +28,7 @@ type cpuMeter struct {
 // cpuSample is CPU used so far.
 type cpuSample struct {
 	self, server time.Duration
-	machineBusy  time.Duration // all cores' non-idle time (/proc/stat)
+	machineBusy  time.Duration // all cores' busy time (/proc/stat)
 	at           time.Time
 }
 
@@ -59,6 +59,7 @@ func (m cpuMeter) sample() cpuSample {
 	if m.postmaster == 0 {
 		return s
 	}
+	parent := strconv.Itoa(m.postmaster)
 	dirs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, d := range dirs {
 		pid, err := strconv.Atoi(filepath.Base(d))
@@ -73,7 +74,7 @@ func (m cpuMeter) sample() cpuSample {
 		case pid == m.postmaster:
 			// Its own time, and its exited children's (fields 14–17).
 			s.server += ticks(f[11]) + ticks(f[12]) + ticks(f[13]) + ticks(f[14])
-		case f[1] == strconv.Itoa(m.postmaster):
+		case f[1] == parent:
 			s.server += ticks(f[11]) + ticks(f[12])
 		}
 	}
