@@ -71,7 +71,7 @@ LANGUAGE sql STABLE
 AS $$
   -- Every per-step lookup is a correlated LATERAL on an index (a step's
   -- parents by workflow_step_edges_to, their states by primary key, its
-  -- transitions by workflow_step_transitions_step_id), so the cost is linear
+  -- transitions by their (step, id) key), so the cost is linear
   -- in the task's steps and edges whatever the planner estimates. Joining a
   -- grouped parent-count set to the steps instead lets the planner, which
   -- sizes every task like the average one, pick a nested loop that is
