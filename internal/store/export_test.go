@@ -8,6 +8,9 @@ func QueryRowForTest(ctx context.Context, s *Store, sql string, args []any, dest
 	return s.pool.QueryRow(ctx, sql, args...).Scan(dest...)
 }
 
-// StepsCompleteSQL and StepsFailSQL are the flush's statements, and
-// HotPlannerSQL the settings it runs them under, for plan tests.
-var StepsCompleteSQL, StepsFailSQL, HotPlannerSQL = stepsCompleteSQL, stepsFailSQL, hotPlannerSQL
+// The flush's statements, and HotPlannerSQL the settings it runs them
+// under, for plan tests.
+var (
+	StepsCompleteSQL, StepsFailSQL, HotPlannerSQL  = stepsCompleteSQL, stepsFailSQL, hotPlannerSQL
+	StepsReleaseChildrenSQL, TasksCountFinishedSQL = stepsReleaseChildrenSQL, tasksCountFinishedSQL
+)

@@ -16,7 +16,11 @@ import (
 // the lease index (every running step) look empty, and the state test of
 // the completion, pushed into its per-row lookup, let the generic plan scan
 // that index once per finished step: with thousands running, a flush took
-// seconds and every replica stalled behind its locks.
+// seconds and every replica stalled behind its locks. The updates that lock
+// rows other flushes share (completed steps, fan-in children, tasks) read
+// them by the primary key's scan of an id array, which is what takes their
+// locks in id order: any other input to the update (a join, another index)
+// would lock them in its own order, and two replicas could deadlock.
 func TestFlushLooksStepsUpByKey(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -34,8 +38,10 @@ func TestFlushLooksStepsUpByKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct{ name, sql, args string }{
-		{"complete", store.StepsCompleteSQL, "(ARRAY[gen_random_uuid()], ARRAY[1], ARRAY['{}'::jsonb], 'r1')"},
-		{"fail", store.StepsFailSQL, "(ARRAY[gen_random_uuid()], ARRAY[1], ARRAY['{}'::jsonb], ARRAY[true], ARRAY[0::bigint], 'r1')"},
+		{"complete", store.StepsCompleteSQL, "(ARRAY[gen_random_uuid()], '{}'::jsonb, 'r1')"},
+		{"fail", store.StepsFailSQL, "(ARRAY[gen_random_uuid()], '{}'::jsonb, 'r1')"},
+		{"release", store.StepsReleaseChildrenSQL, "(ARRAY[gen_random_uuid()], 20, 'c')"},
+		{"count", store.TasksCountFinishedSQL, "(ARRAY[gen_random_uuid()], '{}'::jsonb)"},
 	} {
 		tx, err := conn.Begin(ctx)
 		if err != nil {
@@ -59,8 +65,41 @@ func TestFlushLooksStepsUpByKey(t *testing.T) {
 			t.Fatal(err)
 		}
 		plan := strings.Join(lines, "\n")
-		if strings.Contains(plan, "workflow_steps_leases") || !strings.Contains(plan, "workflow_steps_pkey") {
-			t.Errorf("the %s statement does not look steps up by primary key:\n%s", tc.name, plan)
+		if strings.Contains(plan, "workflow_steps_leases") || !strings.Contains(plan, "_pkey") {
+			t.Errorf("the %s statement does not look rows up by primary key:\n%s", tc.name, plan)
+		}
+		if in := updateInputs(lines); len(in) == 0 {
+			t.Errorf("the %s statement updates nothing:\n%s", tc.name, plan)
+		} else {
+			for _, scan := range in {
+				if !strings.Contains(scan[0], "Index Scan using ") || !strings.Contains(scan[0], "_pkey on ") || !strings.Contains(scan[1], "= ANY (") {
+					t.Errorf("the %s statement's update does not read its rows by the primary key's scan of an id array:\n%s", tc.name, plan)
+				}
+			}
 		}
 	}
+}
+
+// updateInputs returns, for each Update node of an EXPLAIN, its input's
+// line and the line after it (the index condition of an index scan).
+func updateInputs(lines []string) [][2]string {
+	var out [][2]string
+	for i, l := range lines {
+		if !strings.Contains(l, "Update on ") {
+			continue
+		}
+		// The input is the next node one level in (an InitPlan's nodes
+		// are indented further).
+		child := 2 // under the root
+		if at := strings.Index(l, "->"); at >= 0 {
+			child = at + 6
+		}
+		for j := i + 1; j+1 < len(lines); j++ {
+			if strings.Index(lines[j], "->") == child {
+				out = append(out, [2]string{lines[j], lines[j+1]})
+				break
+			}
+		}
+	}
+	return out
 }

@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -223,17 +224,18 @@ func (s *Store) FinishSteps(ctx context.Context, p FinishParams) (*FinishResult,
 func finishInTx(ctx context.Context, tx pgx.Tx, p FinishParams, res *FinishResult) error {
 	if len(p.Completions) > 0 {
 		ids := make([]uuid.UUID, len(p.Completions))
-		attempts := make([]int32, len(p.Completions))
-		results := make([]*string, len(p.Completions))
 		for i, c := range p.Completions {
-			ids[i], attempts[i] = c.StepID, int32(c.Attempt)
-			r := "null"
-			if len(c.Results) > 0 {
-				r = string(c.Results)
-			}
-			results[i] = &r
+			ids[i] = c.StepID
 		}
-		rows, err := tx.Query(ctx, stepsCompleteSQL, ids, attempts, results, p.Owner)
+		inputs := keyedByID(ids, func(b []byte, i int) []byte {
+			c := p.Completions[i]
+			b = append(strconv.AppendInt(b, int64(c.Attempt), 10), ',')
+			if len(c.Results) == 0 {
+				return append(b, "null"...)
+			}
+			return append(b, c.Results...)
+		})
+		rows, err := tx.Query(ctx, stepsCompleteSQL, ids, inputs, p.Owner)
 		if err != nil {
 			return err
 		}
@@ -249,18 +251,21 @@ func finishInTx(ctx context.Context, tx pgx.Tx, p FinishParams, res *FinishResul
 	}
 	if len(p.Failures) > 0 {
 		ids := make([]uuid.UUID, len(p.Failures))
-		attempts := make([]int32, len(p.Failures))
-		errs := make([]string, len(p.Failures))
-		retry := make([]bool, len(p.Failures))
-		delays := make([]int64, len(p.Failures))
 		for i, f := range p.Failures {
-			ids[i], attempts[i], retry[i], delays[i] = f.StepID, int32(f.Attempt), f.Retryable, f.Delay.Milliseconds()
-			errs[i] = string(f.Error)
-			if errs[i] == "" {
-				errs[i] = "{}"
-			}
+			ids[i] = f.StepID
 		}
-		rows, err := tx.Query(ctx, stepsFailSQL, ids, attempts, errs, retry, delays, p.Owner)
+		inputs := keyedByID(ids, func(b []byte, i int) []byte {
+			f := p.Failures[i]
+			b = append(strconv.AppendInt(b, int64(f.Attempt), 10), ',')
+			if len(f.Error) == 0 {
+				b = append(b, "{}"...)
+			} else {
+				b = append(b, f.Error...)
+			}
+			b = append(strconv.AppendBool(append(b, ','), f.Retryable), ',')
+			return strconv.AppendInt(b, f.Delay.Milliseconds(), 10)
+		})
+		rows, err := tx.Query(ctx, stepsFailSQL, ids, inputs, p.Owner)
 		if err != nil {
 			return err
 		}
@@ -301,6 +306,40 @@ func finishInTx(ctx context.Context, tx pgx.Tx, p FinishParams, res *FinishResul
 
 // taskDelta is how many steps of a task finished, and how many of those failed.
 type taskDelta struct{ done, failed int }
+
+// keyedByID builds the JSON object a flush statement reads each row's
+// inputs from, by id: {"<ids[i]>": [<values of row i>], …}. Its statements
+// update rows found by the primary key's scan of the id array (in id
+// order, with no join the planner could turn around), and each row looks
+// its values up in the object. vals appends row i's values to b.
+func keyedByID(ids []uuid.UUID, vals func(b []byte, i int) []byte) json.RawMessage {
+	b := make([]byte, 0, 2+len(ids)*48)
+	b = append(b, '{')
+	for i, id := range ids {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '"')
+		b = appendUUID(b, id)
+		b = append(b, `":[`...)
+		b = vals(b, i)
+		b = append(b, ']')
+	}
+	return append(b, '}')
+}
+
+// appendUUID appends id in its canonical text form, as PostgreSQL's
+// uuid::text writes it.
+func appendUUID(b []byte, id uuid.UUID) []byte {
+	const digits = "0123456789abcdef"
+	for i, c := range id {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			b = append(b, '-')
+		}
+		b = append(b, digits[c>>4], digits[c&0xf])
+	}
+	return b
+}
 
 func countByTask(completed, failed []StepRef) map[uuid.UUID]*taskDelta {
 	m := map[uuid.UUID]*taskDelta{}
@@ -361,14 +400,15 @@ func settle(ctx context.Context, tx pgx.Tx, p settleParams, res *FinishResult) e
 		return nil
 	}
 	taskIDs := make([]uuid.UUID, 0, len(p.counts))
-	dones := make([]int32, 0, len(p.counts))
-	fails := make([]int32, 0, len(p.counts))
-	for id, d := range p.counts {
+	for id := range p.counts {
 		taskIDs = append(taskIDs, id)
-		dones = append(dones, int32(d.done))
-		fails = append(fails, int32(d.failed))
 	}
-	rows, err := tx.Query(ctx, tasksCountFinishedSQL, taskIDs, dones, fails)
+	counts := keyedByID(taskIDs, func(b []byte, i int) []byte {
+		d := p.counts[taskIDs[i]]
+		b = append(strconv.AppendInt(b, int64(d.done), 10), ',')
+		return strconv.AppendInt(b, int64(d.failed), 10)
+	})
+	rows, err := tx.Query(ctx, tasksCountFinishedSQL, taskIDs, counts)
 	if err != nil {
 		return err
 	}

@@ -105,7 +105,9 @@ WITH candidates AS (
   FROM claimed
 ), starting AS MATERIALIZED (
   -- The pending tasks of the claimed steps, locked in id order, one key
-  -- lookup each (see steps_complete.sql): two claims starting tasks with
+  -- lookup each: the FOR UPDATE inside the LATERAL subquery locks as the
+  -- join reaches each row of the sorted input (an ORDER BY above the join
+  -- would sort its result, not the locks). Two claims starting tasks with
   -- several root steps would otherwise lock them in opposite orders. Not
   -- "= ANY (ARRAY(…))": with that, a stale estimate chose to scan every
   -- pending task and filter them against the array.

@@ -3,30 +3,30 @@
 -- retry_limit attempts were spent since the last manual retry) goes
 -- in_progress → error → pending in this one transaction and runs again at
 -- now() + its backoff; otherwise it rests in error, failed for good.
-WITH i AS (
-  SELECT * FROM unnest($1::uuid[], $2::int[], $3::jsonb[], $4::bool[], $5::bigint[])
-    AS i(id, attempt, err, retryable, delay_ms)
-), locked AS (
-  SELECT w.workflow_step_id, i.err, i.delay_ms,
-         (i.retryable AND w.retryable AND w.attempts - w.retry_base < w.retry_limit) AS will_retry
-  -- Locked in id order: see steps_complete.sql.
-  FROM (SELECT * FROM i ORDER BY id) i,
-       LATERAL (SELECT * FROM workflow_steps w WHERE w.workflow_step_id = i.id OFFSET 0 FOR UPDATE) w -- OFFSET 0: see steps_complete.sql
-  WHERE w.status = 'in_progress' AND w.attempts = i.attempt
-), failed AS (
+-- $2 maps each step id (text) to [attempt, error, retryable, delay in ms].
+-- Rows are found and locked as in steps_complete.sql: by the primary key's
+-- scan of the id array, in id order, each locked by being updated. In SET,
+-- w is the row before the update.
+WITH failed AS (
   UPDATE workflow_steps w
-  SET status = CASE WHEN l.will_retry THEN 'pending' ELSE 'error' END,
-      last_error = l.err,
-      runnable_at = CASE WHEN l.will_retry THEN now() + l.delay_ms * interval '1 millisecond' END,
-      processed_at = CASE WHEN l.will_retry THEN NULL ELSE now() END,
+  SET status = CASE WHEN ($2::jsonb -> w.workflow_step_id::text ->> 2)::bool AND w.retryable
+                              AND w.attempts - w.retry_base < w.retry_limit
+                         THEN 'pending' ELSE 'error' END,
+      last_error = $2::jsonb -> w.workflow_step_id::text -> 1,
+      runnable_at = CASE WHEN ($2::jsonb -> w.workflow_step_id::text ->> 2)::bool AND w.retryable
+                                   AND w.attempts - w.retry_base < w.retry_limit
+                         THEN now() + ($2::jsonb -> w.workflow_step_id::text ->> 3)::bigint * interval '1 millisecond' END,
+      processed_at = CASE WHEN ($2::jsonb -> w.workflow_step_id::text ->> 2)::bool AND w.retryable
+                                    AND w.attempts - w.retry_base < w.retry_limit
+                          THEN NULL ELSE now() END,
       lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
-  FROM locked l -- not joined back to i: see steps_complete.sql
-  WHERE w.workflow_step_id = l.workflow_step_id
-  RETURNING w.workflow_step_id, w.task_id, w.attempts, l.will_retry, w.runnable_at, l.err
+  WHERE w.workflow_step_id = ANY ($1::uuid[]) AND w.status || '' = 'in_progress' -- || '': see steps_complete.sql
+    AND w.attempts = ($2::jsonb -> w.workflow_step_id::text ->> 0)::int
+  RETURNING w.workflow_step_id, w.task_id, w.attempts, w.status = 'pending' AS will_retry, w.runnable_at, w.last_error AS err
 ), transitions AS (
   INSERT INTO workflow_step_transitions (workflow_step_id, task_id, from_state, to_state, metadata)
   SELECT workflow_step_id, task_id, 'in_progress', 'error',
-         jsonb_build_object('attempt', attempts, 'replica', $6::text, 'error', err, 'will_retry', will_retry)
+         jsonb_build_object('attempt', attempts, 'replica', $3::text, 'error', err, 'will_retry', will_retry)
   FROM failed
   UNION ALL
   SELECT workflow_step_id, task_id, 'error', 'pending',

@@ -16,26 +16,34 @@ WITH counts AS (
   FROM unnest($1::uuid[]) AS p(id),
        LATERAL (SELECT to_step_id FROM workflow_step_edges e WHERE e.from_step_id = p.id OFFSET 0) e
   GROUP BY e.to_step_id
-), locked AS (
-  SELECT w.workflow_step_id, w.task_id, w.unfinished_parents - c.n AS remaining,
-         (w.status = 'pending' AND w.unfinished_parents - c.n = 0) AS ready
-  -- In id order, one locking key lookup per child (see steps_complete.sql):
-  -- counts comes out of a hash aggregate in no particular order.
-  FROM (SELECT * FROM counts ORDER BY id) c,
-       LATERAL (SELECT * FROM workflow_steps w WHERE w.workflow_step_id = c.id FOR UPDATE) w
 ), ranked AS (
-  SELECT l.*, row_number() OVER (PARTITION BY l.task_id, l.ready ORDER BY l.workflow_step_id) - 1 AS k
-  FROM locked l
+  -- A child's place among its task's siblings released together, from the
+  -- row as this statement's snapshot sees it: it only spaces runnable
+  -- times. Whether the child is ready is decided by the update below, on
+  -- the row as it is when the update reaches it (a concurrent flush may
+  -- have released the same fan-in child first).
+  SELECT c.id, c.n,
+         row_number() OVER (PARTITION BY w.task_id, (w.status = 'pending' AND w.unfinished_parents = c.n)
+                            ORDER BY c.id) - 1 AS k
+  FROM counts c,
+       LATERAL (SELECT task_id, status, unfinished_parents FROM workflow_steps w
+                WHERE w.workflow_step_id = c.id OFFSET 0) w
+), m AS (
+  -- Each child's [finished parents, place], by id (text).
+  SELECT array_agg(id) AS ids, jsonb_object_agg(id::text, jsonb_build_array(n, k)) AS m FROM ranked
 ), updated AS (
+  -- By the primary key's scan of the id array, so in id order, each row
+  -- locked by being updated (see steps_complete.sql).
   UPDATE workflow_steps w
-  SET unfinished_parents = r.remaining,
-      runnable_at = CASE WHEN r.ready THEN now() + (r.k / 32) * 32 * $2::bigint * interval '1 microsecond' ELSE w.runnable_at END,
+  SET unfinished_parents = w.unfinished_parents - ((SELECT m FROM m) -> w.workflow_step_id::text ->> 0)::int,
+      runnable_at = CASE WHEN w.status = 'pending'
+                              AND w.unfinished_parents = ((SELECT m FROM m) -> w.workflow_step_id::text ->> 0)::int
+                         THEN now() + (((SELECT m FROM m) -> w.workflow_step_id::text ->> 1)::int / 32) * 32
+                                      * $2::bigint * interval '1 microsecond'
+                         ELSE w.runnable_at END,
       updated_at = now()
-  FROM ranked r
-  -- By primary key, one lookup per locked child (the hot planner rules out
-  -- scans and hash joins whatever the statistics say).
-  WHERE w.workflow_step_id = r.workflow_step_id
-  RETURNING r.ready
+  WHERE w.workflow_step_id = ANY ((SELECT ids FROM m)::uuid[]) -- an array, not a subquery to compare with
+  RETURNING w.status = 'pending' AND w.unfinished_parents = 0 AS ready
 )
 SELECT count(*) FILTER (WHERE ready),
        (SELECT count(*) FROM (SELECT pg_notify($3, '') WHERE EXISTS (SELECT 1 FROM updated WHERE ready)) n)
