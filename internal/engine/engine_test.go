@@ -192,6 +192,7 @@ type step struct {
 	config        string
 	retryLimit    int
 	backoff       time.Duration
+	timeout       time.Duration
 	skippable     bool
 	concurrency   *registry.Concurrency
 	rateLimit     *registry.RateLimit
@@ -221,6 +222,9 @@ func (e *env) registerTemplate(tmpl *registry.Template, steps ...step) *registry
 		}
 		if s.backoff > 0 {
 			st.Backoff.Base = registry.Duration(s.backoff)
+		}
+		if s.timeout > 0 {
+			st.Timeout = registry.Duration(s.timeout)
 		}
 		if st.DependsOn == nil {
 			st.DependsOn = []string{}
@@ -808,5 +812,27 @@ func TestUnstorableOutcomesFailOnlyTheirStep(t *testing.T) {
 	be := stepByName(v, "bad_error")
 	if be.Status != "error" || !strings.Contains(string(be.LastError), "upstream said a") {
 		t.Errorf("bad_error: %s, last error %s", be.Status, be.LastError)
+	}
+}
+
+// A handler still running at its step's timeout has its context cancelled,
+// with the timeout as the cause; the attempt fails, retryably, saying so.
+func TestStepTimeout(t *testing.T) {
+	t.Parallel()
+	e := setup(t)
+	eng := e.engine()
+	e.register("ns", "slow", step{name: "s", handler: "sleep", config: `{"duration":"10s"}`, timeout: 150 * time.Millisecond,
+		retryLimit: 2, backoff: 10 * time.Millisecond})
+	v := e.wait(e.create(eng, "ns", "slow"), "error", 8*time.Second) // the sleep alone would last 20 s
+	s := stepByName(v, "s")
+	var doc struct {
+		Message   string `json:"message"`
+		Retryable bool   `json:"retryable"`
+	}
+	if err := json.Unmarshal(s.LastError, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if s.Status != "error" || s.Attempts != 2 || !strings.HasPrefix(doc.Message, "step timed out after 150ms") || !doc.Retryable {
+		t.Errorf("step %s after %d attempts, last error %s", s.Status, s.Attempts, s.LastError)
 	}
 }

@@ -36,6 +36,15 @@ type outcome struct {
 	custom  []handler.CustomEvent
 }
 
+// stepTimedOut is the cause of a handler's context ending at the step's
+// timeout. A type, not an error built per attempt: formatted only when
+// read, not for every step that finishes in time.
+type stepTimedOut time.Duration
+
+func (d stepTimedOut) Error() string {
+	return fmt.Sprintf("step timed out after %s", time.Duration(d))
+}
+
 // Causes of a handler's context ending early.
 var (
 	errLeaseLost     = errors.New("the step's lease was lost (another replica may run it)")
@@ -77,7 +86,7 @@ func (e *Engine) claimed(ctx, runCtx context.Context, steps []store.ClaimedStep,
 			if published != nil {
 				<-published
 			}
-			o := e.execute(stepCtx, s, ref)
+			o := e.execute(stepCtx, &s, ref)
 			o.step = &s
 			cancel(nil)
 			e.mu.Lock()
@@ -97,7 +106,7 @@ func (e *Engine) claimed(ctx, runCtx context.Context, steps []store.ClaimedStep,
 }
 
 // execute runs one attempt and turns what the handler did into an outcome.
-func (e *Engine) execute(ctx context.Context, s store.ClaimedStep, ref store.StepRef) outcome {
+func (e *Engine) execute(ctx context.Context, s *store.ClaimedStep, ref store.StepRef) outcome {
 	reg, err := e.cfg.Templates.ByID(ctx, s.NamedTaskID)
 	if err != nil {
 		// The template may be unreadable only for a moment (database
@@ -116,7 +125,7 @@ func (e *Engine) execute(ctx context.Context, s store.ClaimedStep, ref store.Ste
 	if timeout <= 0 {
 		timeout = 30 * time.Second
 	}
-	hctx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("step timed out after %s", timeout))
+	hctx, cancel := context.WithTimeoutCause(ctx, timeout, stepTimedOut(timeout))
 	defer cancel()
 	step := handler.Step{
 		TaskID: s.TaskID, StepID: s.StepID, Namespace: s.Namespace, TaskName: s.TaskName, TaskVersion: s.TaskVersion,
@@ -142,7 +151,7 @@ func (e *Engine) execute(ctx context.Context, s store.ClaimedStep, ref store.Ste
 		hctx, step = e.decorator.DecorateStep(hctx, step)
 	}
 	started := time.Now()
-	e.cfg.Events.Committed(ctx, []Event{handleEvent(EventStepBeforeHandle, &s, ref.Attempt, started, 0, nil)})
+	e.cfg.Events.Committed(ctx, []Event{handleEvent(EventStepBeforeHandle, s, ref.Attempt, started, 0, nil)})
 	results, err := e.safeHandle(hctx, kind, step, scrub)
 	o := e.handled(hctx, ref, tmpl, results, err)
 	o.started, o.elapsed = started, time.Since(started)
@@ -154,7 +163,7 @@ func (e *Engine) execute(ctx context.Context, s store.ClaimedStep, ref store.Ste
 	if o.failed {
 		errDoc = o.err
 	}
-	e.cfg.Events.Committed(ctx, []Event{handleEvent(EventStepHandle, &s, ref.Attempt, started, o.elapsed, errDoc)})
+	e.cfg.Events.Committed(ctx, []Event{handleEvent(EventStepHandle, s, ref.Attempt, started, o.elapsed, errDoc)})
 	return o
 }
 
