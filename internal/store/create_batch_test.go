@@ -19,10 +19,7 @@ import (
 func TestConcurrentCreatesAreIsolated(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dsn := testdb.New(t)
-	conn := connect(t, dsn)
-	s := newStore(t, dsn)
-	f := newFixture(t, conn)
+	conn, s, f := setup(t)
 
 	const n = 80
 	bad := 37
@@ -71,10 +68,7 @@ func TestConcurrentCreatesAreIsolated(t *testing.T) {
 func TestConcurrentCreatesShareAnIdempotencyKey(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dsn := testdb.New(t)
-	conn := connect(t, dsn)
-	s := newStore(t, dsn)
-	f := newFixture(t, conn)
+	_, s, f := setup(t)
 
 	const n = 40
 	var wg sync.WaitGroup
@@ -165,10 +159,7 @@ func TestCreateTaskReadReturnsTheWrittenRows(t *testing.T) {
 func TestConcurrentCreateReadsGetTheirOwnRows(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dsn := testdb.New(t)
-	conn := connect(t, dsn)
-	s := newStore(t, dsn)
-	f := newFixture(t, conn)
+	conn, s, f := setup(t)
 
 	const n = 60
 	var wg sync.WaitGroup

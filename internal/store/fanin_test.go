@@ -10,7 +10,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/taskerd/taskerd/internal/store"
-	"github.com/taskerd/taskerd/internal/testdb"
 )
 
 // A fan-in step counts every parent exactly once, whether its parents
@@ -18,10 +17,7 @@ import (
 func TestFanInCountsEveryParent(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dsn := testdb.New(t)
-	conn := connect(t, dsn)
-	s := newStore(t, dsn)
-	f := newFixture(t, conn)
+	conn, s, f := setup(t)
 	for _, perFlush := range []int{4, 1, 2} {
 		ids := map[string]uuid.UUID{}
 		nt := store.NewTask{TaskID: uuid.Must(uuid.NewV7()), NamedTaskID: f.namedTaskID, Namespace: "payments", Name: "refund", Version: "1.0.0"}
@@ -71,10 +67,7 @@ func TestFanInCountsEveryParent(t *testing.T) {
 func TestReleasedChildrenAreStaggeredInBlocks(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dsn := testdb.New(t)
-	conn := connect(t, dsn)
-	s := newStore(t, dsn)
-	f := newFixture(t, conn)
+	conn, s, f := setup(t)
 	nt := store.NewTask{TaskID: uuid.Must(uuid.NewV7()), NamedTaskID: f.namedTaskID, Namespace: "payments", Name: "refund", Version: "1.0.0"}
 	newStep := func(name string, parents int) uuid.UUID {
 		id := uuid.Must(uuid.NewV7())

@@ -9,7 +9,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/taskerd/taskerd/internal/store"
-	"github.com/taskerd/taskerd/internal/testdb"
 )
 
 // limitedTask is a one-step task whose step has concurrency key "k", limit 1.
@@ -27,10 +26,7 @@ func limitedTask(f *fixture) store.NewTask {
 func TestLimitSlotsThroughTheStore(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dsn := testdb.New(t)
-	conn := connect(t, dsn)
-	s := newStore(t, dsn)
-	f := newFixture(t, conn)
+	conn, s, f := setup(t)
 	var tasks []store.NewTask
 	for range 3 {
 		nt := limitedTask(f)
@@ -89,10 +85,7 @@ func TestLimitSlotsThroughTheStore(t *testing.T) {
 func TestPauseThroughTheStore(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dsn := testdb.New(t)
-	conn := connect(t, dsn)
-	s := newStore(t, dsn)
-	f := newFixture(t, conn)
+	_, s, f := setup(t)
 	before, _ := diamond(f, "")
 	if _, _, err := s.CreateTask(ctx, before); err != nil {
 		t.Fatal(err)
@@ -141,10 +134,7 @@ func TestPauseThroughTheStore(t *testing.T) {
 func TestResumeUnparksWhatAConcurrentClaimParks(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dsn := testdb.New(t)
-	conn := connect(t, dsn)
-	s := newStore(t, dsn)
-	f := newFixture(t, conn)
+	_, s, f := setup(t)
 	if _, err := s.PauseHandlers(ctx, "payments", "refund", "ops"); err != nil {
 		t.Fatal(err)
 	}
@@ -205,10 +195,7 @@ func TestResumeUnparksWhatAConcurrentClaimParks(t *testing.T) {
 func TestTaskLimitAdmission(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dsn := testdb.New(t)
-	conn := connect(t, dsn)
-	s := newStore(t, dsn)
-	f := newFixture(t, conn)
+	conn, s, f := setup(t)
 	var ids []uuid.UUID
 	for range 3 {
 		nt, _ := diamond(f, "")
@@ -258,10 +245,7 @@ func TestTaskLimitAdmission(t *testing.T) {
 func TestRateTokenKeptWhenNoSlot(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dsn := testdb.New(t)
-	conn := connect(t, dsn)
-	s := newStore(t, dsn)
-	f := newFixture(t, conn)
+	conn, s, f := setup(t)
 	task := func(rate bool) store.NewTask {
 		nt := limitedTask(f)
 		if rate {

@@ -10,7 +10,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/taskerd/taskerd/internal/store"
-	"github.com/taskerd/taskerd/internal/testdb"
 )
 
 // The engine keeps readiness incrementally (unfinished_parents, runnable_at);
@@ -20,10 +19,7 @@ import (
 func TestReadinessAgreesWithSQLOracle(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dsn := testdb.New(t)
-	conn := connect(t, dsn)
-	s := newStore(t, dsn)
-	f := newFixture(t, conn)
+	conn, s, f := setup(t)
 
 	for seed := range uint64(12) {
 		rng := rand.New(rand.NewPCG(seed, 7))

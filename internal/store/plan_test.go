@@ -8,7 +8,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/taskerd/taskerd/internal/store"
-	"github.com/taskerd/taskerd/internal/testdb"
 )
 
 // A flush finds each finished step by its primary key, whatever the
@@ -24,10 +23,7 @@ import (
 func TestFlushLooksStepsUpByKey(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dsn := testdb.New(t)
-	conn := connect(t, dsn)
-	s := newStore(t, dsn)
-	f := newFixture(t, conn)
+	conn, s, f := setup(t)
 	for range 50 {
 		nt, _ := diamond(f, "")
 		if _, _, err := s.CreateTask(ctx, nt); err != nil {

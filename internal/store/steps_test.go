@@ -10,7 +10,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/taskerd/taskerd/internal/store"
-	"github.com/taskerd/taskerd/internal/testdb"
 )
 
 // diamond builds a NewTask a → {b, c} → d on the fixture's named task.
@@ -50,10 +49,7 @@ func names(steps []store.ClaimedStep) map[string]store.ClaimedStep {
 func TestDiamondThroughTheStore(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dsn := testdb.New(t)
-	conn := connect(t, dsn)
-	s := newStore(t, dsn)
-	f := newFixture(t, conn)
+	conn, s, f := setup(t)
 
 	nt, _ := diamond(f, "k1")
 	taskID, created, err := s.CreateTask(ctx, nt)
@@ -155,10 +151,7 @@ func TestDiamondThroughTheStore(t *testing.T) {
 func TestLeases(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	dsn := testdb.New(t)
-	conn := connect(t, dsn)
-	s := newStore(t, dsn)
-	f := newFixture(t, conn)
+	conn, s, f := setup(t)
 	nt, _ := diamond(f, "")
 	if _, _, err := s.CreateTask(ctx, nt); err != nil {
 		t.Fatal(err)

@@ -77,6 +77,15 @@ type fixture struct {
 	namedStepID int64
 }
 
+// setup gives a test its own migrated database: a connection to it, a
+// store on it, and a template to create tasks of.
+func setup(t *testing.T) (*pgx.Conn, *store.Store, *fixture) {
+	t.Helper()
+	dsn := testdb.New(t)
+	conn := connect(t, dsn)
+	return conn, newStore(t, dsn), newFixture(t, conn)
+}
+
 func newFixture(t *testing.T, conn *pgx.Conn) *fixture {
 	t.Helper()
 	ctx := context.Background()
