@@ -32,13 +32,7 @@ func TestFanInCountsEveryParent(t *testing.T) {
 		for _, p := range []string{"p0", "p1", "p2", "p3"} {
 			nt.Edges = append(nt.Edges, store.Edge{From: ids[p], To: ids["sink"]})
 		}
-		_, _, err := s.CreateTask(ctx, nt)
-		must(t, err)
-		claimed, err := s.ClaimSteps(ctx, store.ClaimParams{Limit: 10, Owner: "r", Lease: time.Minute})
-		must(t, err)
-		if len(claimed) != 4 {
-			t.Fatalf("claimed %d", len(claimed))
-		}
+		claimed := createAndClaim(t, s, nt, 4)
 		for i := 0; i < 4; i += perFlush {
 			var p store.FinishParams
 			p.Owner, p.Channel = "r", "c"
@@ -54,7 +48,7 @@ func TestFanInCountsEveryParent(t *testing.T) {
 		if left != 0 || !runnable {
 			t.Fatalf("%d parents per flush: sink has %d unfinished parents, runnable=%v", perFlush, left, runnable)
 		}
-		claimed, err = s.ClaimSteps(ctx, store.ClaimParams{Limit: 10, Owner: "r", Lease: time.Minute})
+		claimed, err := s.ClaimSteps(ctx, store.ClaimParams{Limit: 10, Owner: "r", Lease: time.Minute})
 		must(t, err)
 		_, err = s.FinishSteps(ctx, store.FinishParams{Owner: "r", Channel: "c", Completions: []store.Completion{{StepID: claimed[0].StepID, Attempt: 1}}})
 		must(t, err)
@@ -83,13 +77,7 @@ func TestReleasedChildrenAreStaggeredInBlocks(t *testing.T) {
 	}
 	fanIn := newStep("fan_in", 2) // waits for root and c00
 	nt.Edges = append(nt.Edges, store.Edge{From: root, To: fanIn}, store.Edge{From: children[0], To: fanIn})
-	_, _, err := s.CreateTask(ctx, nt)
-	must(t, err)
-	claimed, err := s.ClaimSteps(ctx, store.ClaimParams{Limit: 10, Owner: "r", Lease: time.Minute})
-	must(t, err)
-	if len(claimed) != 1 {
-		t.Fatalf("claimed %d", len(claimed))
-	}
+	createAndClaim(t, s, nt, 1)
 	res, err := s.FinishSteps(ctx, store.FinishParams{Owner: "r", Channel: "c", Stagger: time.Millisecond,
 		Completions: []store.Completion{{StepID: root, Attempt: 1}}})
 	must(t, err)
@@ -120,4 +108,18 @@ func TestReleasedChildrenAreStaggeredInBlocks(t *testing.T) {
 	if left != 1 || runnable {
 		t.Errorf("fan-in child: %d parents left, runnable=%v; want 1, false", left, runnable)
 	}
+}
+
+// createAndClaim creates nt and claims its runnable steps, which must be want.
+func createAndClaim(t *testing.T, s *store.Store, nt store.NewTask, want int) []store.ClaimedStep {
+	t.Helper()
+	ctx := context.Background()
+	_, _, err := s.CreateTask(ctx, nt)
+	must(t, err)
+	claimed, err := s.ClaimSteps(ctx, store.ClaimParams{Limit: 10, Owner: "r", Lease: time.Minute})
+	must(t, err)
+	if len(claimed) != want {
+		t.Fatalf("claimed %d steps, want %d", len(claimed), want)
+	}
+	return claimed
 }
