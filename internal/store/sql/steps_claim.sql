@@ -16,7 +16,7 @@
 -- them while some pause exists, are looked at: without limits or pauses
 -- the gates cost one probe of the (empty) pause table.
 WITH candidates AS (
-  SELECT ctid AS tid, workflow_step_id, task_id, runnable_at, limit_key, limit_max, rate_key, rate_per_second
+  SELECT workflow_step_id, task_id, runnable_at, limit_key, limit_max, rate_key, rate_per_second
   FROM workflow_steps
   WHERE queue = $1 AND status = 'pending' AND runnable_at IS NOT NULL AND runnable_at <= now()
   ORDER BY priority DESC, runnable_at, workflow_step_id
@@ -95,16 +95,7 @@ WITH candidates AS (
       lease_expires_at = now() + $4::bigint * interval '1 millisecond',
       last_attempted_at = now(), runnable_at = NULL, updated_at = now()
   FROM candidates c
-  -- The version candidates locked, by its tuple id rather than a second
-  -- primary-key probe (which also visits the key's dead versions): locked
-  -- by this statement, the row cannot have moved since. One case is left
-  -- out: a candidate another transaction updated after this statement's
-  -- snapshot, still pending and runnable (say a priority edit), is locked
-  -- in its new version, which the snapshot cannot see; it is then not
-  -- claimed, and stays pending for the next claim. (A tuple id taken
-  -- without a lock goes stale under a concurrent update: the flushes find
-  -- rows by key.)
-  WHERE w.ctid = c.tid
+  WHERE w.workflow_step_id = c.workflow_step_id
     AND NOT EXISTS (SELECT 1 FROM held h WHERE h.workflow_step_id = c.workflow_step_id)
   RETURNING w.workflow_step_id, w.task_id, w.name, w.handler, w.attempts, w.retry_base, w.retry_limit,
             w.inputs, w.lease_expires_at, c.runnable_at AS ready_at
