@@ -9,16 +9,14 @@
 -- w is the row before the update.
 WITH failed AS (
   UPDATE workflow_steps w
-  SET status = CASE WHEN ($2::jsonb -> w.workflow_step_id::text ->> 2)::bool AND w.retryable
-                              AND w.attempts - w.retry_base < w.retry_limit
-                         THEN 'pending' ELSE 'error' END,
-      last_error = $2::jsonb -> w.workflow_step_id::text -> 1,
-      runnable_at = CASE WHEN ($2::jsonb -> w.workflow_step_id::text ->> 2)::bool AND w.retryable
-                                   AND w.attempts - w.retry_base < w.retry_limit
-                         THEN now() + ($2::jsonb -> w.workflow_step_id::text ->> 3)::bigint * interval '1 millisecond' END,
-      processed_at = CASE WHEN ($2::jsonb -> w.workflow_step_id::text ->> 2)::bool AND w.retryable
-                                    AND w.attempts - w.retry_base < w.retry_limit
-                          THEN NULL ELSE now() END,
+  -- The row's inputs are looked up once, and whether it retries decided
+  -- once.
+  SET (status, last_error, runnable_at, processed_at) = (
+        SELECT CASE WHEN r.retry THEN 'pending' ELSE 'error' END, r.v -> 1,
+               CASE WHEN r.retry THEN now() + (r.v ->> 3)::bigint * interval '1 millisecond' END,
+               CASE WHEN r.retry THEN NULL ELSE now() END
+        FROM (SELECT v, (v ->> 2)::bool AND w.retryable AND w.attempts - w.retry_base < w.retry_limit AS retry
+              FROM (SELECT $2::jsonb -> w.workflow_step_id::text AS v) v) r),
       lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
   WHERE w.workflow_step_id = ANY ($1::uuid[]) AND w.status || '' = 'in_progress' -- || '': see steps_complete.sql
     AND w.attempts = ($2::jsonb -> w.workflow_step_id::text ->> 0)::int
