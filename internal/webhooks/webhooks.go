@@ -107,6 +107,16 @@ type Service struct {
 	logger *slog.Logger
 
 	subs atomic.Pointer[snapshot]
+	// Reloads are numbered as they start; one stores its list only if no
+	// reload that started after it has stored already. A periodic reload
+	// that read the table before a Create committed, and finished after
+	// Create's own reload, would otherwise put the old list back: until
+	// the next NOTIFY, this replica would not match the new subscription
+	// and the engine would leave its events out of the outbox.
+	reloadMu     sync.Mutex
+	reloadsBegun uint64
+	reloadStored uint64
+	afterRead    func() // test hook: runs between the read and the store
 
 	lifeMu   sync.Mutex
 	started  bool
@@ -246,6 +256,11 @@ func (s *Service) Deliveries(ctx context.Context, q store.DeliveryQuery) ([]stor
 
 // reload re-reads the live subscriptions into the matcher.
 func (s *Service) reload(ctx context.Context) {
+	s.reloadMu.Lock()
+	s.reloadsBegun++
+	seq := s.reloadsBegun
+	hook := s.afterRead
+	s.reloadMu.Unlock()
 	list, err := s.store.Webhooks(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -253,6 +268,15 @@ func (s *Service) reload(ctx context.Context) {
 		}
 		return
 	}
+	if hook != nil {
+		hook()
+	}
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	if seq < s.reloadStored {
+		return // a reload that began later, so read no older a table, has stored
+	}
+	s.reloadStored = seq
 	s.subs.Store(&snapshot{subs: list})
 }
 

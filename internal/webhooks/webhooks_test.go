@@ -134,6 +134,35 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
+// A reload that read the subscriptions before a Create committed, and
+// stores its list after Create's own reload, must not put the old list
+// back: the engine asks WantsTx before each claim, and a subscription it
+// cannot see gets no outbox rows for those events (TestDiamondObservability
+// lost task.start_requested that way under load, to the 500 ms re-read).
+func TestStaleReloadKeepsNewerSubscriptions(t *testing.T) {
+	t.Parallel()
+	s := newSetup(t)
+	ctx := context.Background()
+	read, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	s.svc.SetAfterRead(func() { once.Do(func() { close(read); <-release }) })
+	stale := make(chan struct{})
+	go func() { defer close(stale); s.svc.Reload(ctx) }()
+	<-read // that reload has read a table without the webhook
+	s.svc.SetAfterRead(nil)
+	if _, err := s.svc.Create(ctx, webhooks.CreateRequest{URL: "http://127.0.0.1:1/hook", Events: []string{"task.*"}}); err != nil {
+		t.Fatal(err)
+	}
+	if !s.svc.WantsTx("task.start_requested") {
+		t.Fatal("Create returned before this replica matched its subscription")
+	}
+	close(release)
+	<-stale
+	if !s.svc.WantsTx("task.start_requested") {
+		t.Fatal("a reload that read the table before Create committed stored its older list over Create's")
+	}
+}
+
 func TestCreateValidates(t *testing.T) {
 	t.Parallel()
 	s := newSetup(t)
