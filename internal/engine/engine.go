@@ -211,6 +211,33 @@ func (e *Engine) wantsTx(names ...string) bool {
 	return false
 }
 
+// claimEventNames are the events of a claim, asked of the sink before it.
+var claimEventNames = []string{eventName(false, "pending", "in_progress"), eventName(true, "pending", "in_progress"),
+	EventViableStepsDiscovered, EventStepsExecutionStarted}
+
+// catchUp writes events to the sink in a transaction of their own when
+// their change committed without them: the sink wanted none of names when
+// the engine asked, before the change, and wants some now. The engine asks
+// before its statement runs, and the statement's snapshot is taken later
+// (under load, a claim woken by its poll timer took its snapshot 100 ms
+// after): a webhook whose Create returned in between, then a task created,
+// saw that task's steps claimed with no task.start_requested in the
+// outbox. The caught-up events follow their change's commit instead of
+// sharing it, so a crash between the two loses them, as it would had the
+// subscription come a moment later.
+func (e *Engine) catchUp(ctx context.Context, events []Event, names []string) {
+	if len(events) == 0 || !e.wantsTx(names...) {
+		return
+	}
+	err := e.store.InTx(context.WithoutCancel(ctx), "outbox catch-up", func(ctx context.Context, tx store.Tx) error {
+		return e.cfg.Events.InTx(ctx, tx, events)
+	})
+	if err != nil {
+		e.logger.Warn("writing events a subscription created during their change wants failed; they are not delivered",
+			slog.Int("events", len(events)), slog.String("error", err.Error()))
+	}
+}
+
 // Start launches the claim loop, the completer, lease renewal and the
 // rescue of expired leases; it returns at once.
 func (e *Engine) Start(ctx context.Context) error {
@@ -346,7 +373,7 @@ func (e *Engine) claimLoop(ctx, runCtx context.Context, wakeups <-chan string) {
 				}
 			}}
 		var events []Event
-		if e.wantsTx(eventName(false, "pending", "in_progress"), eventName(true, "pending", "in_progress"), EventViableStepsDiscovered, EventStepsExecutionStarted) {
+		if e.wantsTx(claimEventNames...) {
 			p.InTx = func(ctx context.Context, tx store.Tx, steps []store.ClaimedStep) error {
 				events = claimEvents(steps)
 				return e.cfg.Events.InTx(ctx, tx, events)
@@ -369,6 +396,10 @@ func (e *Engine) claimLoop(ctx, runCtx context.Context, wakeups <-chan string) {
 		}
 		errDelay = 100 * time.Millisecond
 		if len(steps) > 0 {
+			if p.InTx == nil && e.cfg.Events != nil {
+				events = claimEvents(steps)
+				e.catchUp(ctx, events, claimEventNames)
+			}
 			e.claimed(ctx, runCtx, steps, events)
 		} else if hadWork && e.cfg.Events != nil {
 			// This replica's ready queue just ran dry.

@@ -175,7 +175,9 @@ const (
 // TxFilter may be implemented by an EventSink whose InTx needs only some
 // events. Claims and task creations are single statements; the engine runs
 // them in a transaction, and calls InTx, only when the sink wants one of
-// their events.
+// their events. It asks before the statement and again after it: a sink
+// that wants them only then (a subscription made meanwhile) gets them in
+// InTx of a transaction of their own, just after the change committed.
 type TxFilter interface {
 	WantsTx(name string) bool
 }

@@ -22,7 +22,7 @@ func (e *Engine) ClaimRemote(ctx context.Context, p store.ClaimParams) ([]store.
 		return nil, errors.New("engine: remote claims need a remote queue")
 	}
 	var events []Event
-	if e.wantsTx(eventName(false, "pending", "in_progress"), eventName(true, "pending", "in_progress"), EventViableStepsDiscovered, EventStepsExecutionStarted) {
+	if e.wantsTx(claimEventNames...) {
 		p.InTx = func(ctx context.Context, tx store.Tx, steps []store.ClaimedStep) error {
 			events = claimEvents(steps)
 			return e.cfg.Events.InTx(ctx, tx, events)
@@ -35,6 +35,7 @@ func (e *Engine) ClaimRemote(ctx context.Context, p store.ClaimParams) ([]store.
 	if e.cfg.Events != nil && len(steps) > 0 {
 		if events == nil {
 			events = claimEvents(steps)
+			e.catchUp(ctx, events, claimEventNames)
 		}
 		e.cfg.Events.Committed(ctx, events)
 	}

@@ -16,6 +16,18 @@ import (
 // it: other packages pass it back to store functions.
 type Tx struct{ tx pgx.Tx }
 
+// InTx runs a hook in a transaction of its own and commits it: for what
+// could not be written with its change (the engine's outbox catch-up). The
+// hook's error is returned as it is, and rolls the transaction back.
+func (s *Store) InTx(ctx context.Context, op string, fn func(ctx context.Context, tx Tx) error) error {
+	return s.inTx(ctx, op, func(tx pgx.Tx) error {
+		if err := fn(ctx, Tx{tx}); err != nil {
+			return keep(err)
+		}
+		return nil
+	})
+}
+
 // inTx runs fn in a transaction and commits it. Deadlocks and serialization
 // failures are retried a few times: the engine locks rows in a fixed order,
 // but manual actions (cancel, retry) lock a task before its steps.
