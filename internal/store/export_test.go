@@ -8,9 +8,10 @@ func QueryRowForTest(ctx context.Context, s *Store, sql string, args []any, dest
 	return s.pool.QueryRow(ctx, sql, args...).Scan(dest...)
 }
 
-// The flush's statements, and HotPlannerSQL the settings it runs them
-// under, for plan tests.
+// The claim's and the flush's statements, and HotPlannerSQL the settings
+// they run under, for plan tests.
 var (
 	StepsCompleteSQL, StepsFailSQL, HotPlannerSQL  = stepsCompleteSQL, stepsFailSQL, hotPlannerSQL
 	StepsReleaseChildrenSQL, TasksCountFinishedSQL = stepsReleaseChildrenSQL, tasksCountFinishedSQL
+	StepsClaimSQL                                  = stepsClaimSQL
 )

@@ -99,3 +99,58 @@ func updateInputs(lines []string) [][2]string {
 	}
 	return out
 }
+
+// A claim updates the versions its candidates locked by their tuple ids
+// (a Tid Scan), not by a second probe of the primary key, which also visits
+// every dead version of each key: step updates are never HOT.
+func TestClaimUpdatesTheLockedVersions(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	conn, s, f := setup(t)
+	for range 50 {
+		nt, _ := diamond(f, "")
+		if _, _, err := s.CreateTask(ctx, nt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := conn.Exec(ctx, "ANALYZE workflow_steps"); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // only explained
+	for _, stmt := range []string{store.HotPlannerSQL, "SET LOCAL plan_cache_mode = force_generic_plan",
+		"PREPARE claim AS " + store.StepsClaimSQL} {
+		if _, err := tx.Exec(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows, err := tx.Query(ctx, "EXPLAIN EXECUTE claim('', 256, 'r1', 30000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := strings.Join(lines, "\n")
+	var claim []string // the claim's update: from its node to the next CTE's
+	for i, l := range lines {
+		if strings.Contains(l, "CTE claimed") {
+			claim = lines[i:]
+			for j, m := range claim[1:] {
+				if strings.HasPrefix(strings.TrimSpace(m), "CTE ") {
+					claim = claim[:j+1]
+					break
+				}
+			}
+		}
+	}
+	body := strings.Join(claim, "\n")
+	if !strings.Contains(body, "Update on workflow_steps w") || !strings.Contains(body, "Tid Scan on workflow_steps w") ||
+		strings.Contains(body, "workflow_steps_pkey on workflow_steps w") {
+		t.Errorf("the claim does not update its candidates by tuple id:\n%s", plan)
+	}
+}

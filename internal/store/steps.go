@@ -49,9 +49,11 @@ type ClaimParams struct {
 	InTx func(ctx context.Context, tx Tx, steps []ClaimedStep) error
 	// Held, when set, is called when the claim held back candidates rather
 	// than claiming them (a paused template, no concurrency slot, no rate
-	// token): n of them, and when the earliest rate-limited one is due
-	// (zero for none). Held rows no longer fill the batch, so a caller that
-	// got fewer steps than it asked for should claim again.
+	// token; or, rarely, a candidate updated since the claim's snapshot,
+	// which the next claim can take): n of them, and when the earliest
+	// rate-limited one is due (zero for none). Held rows no longer fill the
+	// batch, so a caller that got fewer steps than it asked for should
+	// claim again.
 	Held func(n int, nextDue time.Time)
 }
 

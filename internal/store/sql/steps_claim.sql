@@ -16,7 +16,7 @@
 -- them while some pause exists, are looked at: without limits or pauses
 -- the gates cost one probe of the (empty) pause table.
 WITH candidates AS (
-  SELECT workflow_step_id, task_id, runnable_at, limit_key, limit_max, rate_key, rate_per_second
+  SELECT ctid AS tid, workflow_step_id, task_id, runnable_at, limit_key, limit_max, rate_key, rate_per_second
   FROM workflow_steps
   WHERE queue = $1 AND status = 'pending' AND runnable_at IS NOT NULL AND runnable_at <= now()
   ORDER BY priority DESC, runnable_at, workflow_step_id
@@ -95,7 +95,17 @@ WITH candidates AS (
       lease_expires_at = now() + $4::bigint * interval '1 millisecond',
       last_attempted_at = now(), runnable_at = NULL, updated_at = now()
   FROM candidates c
-  WHERE w.workflow_step_id = c.workflow_step_id
+  -- The version candidates locked, by its tuple id rather than a second
+  -- primary-key probe (which also visits the key's dead versions): locked
+  -- by this statement, the row cannot have moved since. One case is left
+  -- out: a candidate another transaction updated after this statement's
+  -- snapshot, still pending and runnable (say a priority edit), is locked
+  -- in its new version, which the snapshot cannot see; it is then not
+  -- claimed, stays pending, and is counted in the summary row below, so
+  -- the caller claims again at once. (A tuple id taken
+  -- without a lock goes stale under a concurrent update: the flushes find
+  -- rows by key.)
+  WHERE w.ctid = c.tid
     AND NOT EXISTS (SELECT 1 FROM held h WHERE h.workflow_step_id = c.workflow_step_id)
   RETURNING w.workflow_step_id, w.task_id, w.name, w.handler, w.attempts, w.retry_base, w.retry_limit,
             w.inputs, w.lease_expires_at, c.runnable_at AS ready_at
@@ -138,10 +148,12 @@ SELECT c.workflow_step_id, c.task_id, t.named_task_id, t.namespace_name, t.task_
        c.ready_at
 FROM claimed c, LATERAL (SELECT * FROM tasks t WHERE t.task_id = c.task_id OFFSET 0) t
 UNION ALL
--- One summary row (nil step id) when candidates were held: how many, and
--- when the earliest rate-limited one is due, so the caller claims again
--- (parked rows freed room in its batch) and wakes up on time.
+-- One summary row (nil step id) when candidates were not claimed: how
+-- many, and when the earliest rate-limited one is due, so the caller claims
+-- again (parked rows freed room in its batch; a candidate locked in a
+-- version newer than the snapshot is claimable now) and wakes up on time.
 SELECT '00000000-0000-0000-0000-000000000000'::uuid, '00000000-0000-0000-0000-000000000000'::uuid, 0::bigint,
-       '', '', '', '', '', count(*)::int, NULL::jsonb, NULL::jsonb, '', '',
-       coalesce(min(due) FILTER (WHERE reason = 'rate'), 'epoch'), NULL::jsonb, false, now()
-FROM parked HAVING count(*) > 0
+       '', '', '', '', '', n.unclaimed::int, NULL::jsonb, NULL::jsonb, '', '',
+       coalesce((SELECT min(due) FROM parked WHERE reason = 'rate'), 'epoch'), NULL::jsonb, false, now()
+FROM (SELECT (SELECT count(*) FROM candidates) - (SELECT count(*) FROM claimed) AS unclaimed OFFSET 0) n
+WHERE n.unclaimed > 0
