@@ -282,7 +282,8 @@ func TestDeliveryOutcomes(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	if !counted() {
-		t.Errorf("observed: %v", s.counted.outcomes)
+		t.Errorf("observed: delivered %d, failed %d, retry %d; want 2, 2, 3",
+			s.counted.count("delivered"), s.counted.count("failed"), s.counted.count("retry"))
 	}
 	if _, err := s.svc.Deliveries(ctx, store.DeliveryQuery{WebhookID: uuid.New(), Limit: 10}); !errors.Is(err, webhooks.ErrNotFound) {
 		t.Errorf("deliveries of no webhook: %v", err)

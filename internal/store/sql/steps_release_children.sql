@@ -9,7 +9,7 @@
 -- block's siblings adjacent in the queue (same time, ids in creation order)
 -- lets one claim take them together, so their completions land in one flush
 -- and a fan-in child or task row is updated once, not by several replicas
--- waiting on each other's row locks (3 replicas: 4,100 → … steps/s).
+-- waiting on each other's row locks.
 -- Replicas are woken with one NOTIFY when anything became runnable.
 WITH counts AS (
   SELECT e.to_step_id AS id, count(*)::int AS n
