@@ -63,7 +63,7 @@ func runBench(ctx context.Context, args []string, env config.LookupEnv, stdout, 
 	quick := fs.Bool("quick", false, "run each workload tiny (a smoke test)")
 	duration := fs.Duration("duration", bench.DefaultLoadDuration, "how long the load workload sends traffic")
 	jsonPath := fs.String("json", "", "also write the figures to this JSON file")
-	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (its sampling slows taskerd: the report says so, and make bench takes it in a run of its own)")
 	verbose := fs.Bool("v", false, "log progress, and the top SQL statements of each workload, to stderr")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
@@ -105,6 +105,7 @@ func runBench(ctx context.Context, args []string, env config.LookupEnv, stdout, 
 	}
 	rep, err := bench.Run(ctx, cfg)
 	if rep != nil {
+		rep.CPUProfiled = *cpuprofile != ""
 		rep.Print(stdout)
 	}
 	if err != nil {

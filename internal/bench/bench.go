@@ -89,11 +89,16 @@ func (rep *Report) Missed() []Figure {
 
 // Report is a whole run.
 type Report struct {
-	Started  time.Time `json:"started"`
-	Quick    bool      `json:"quick"`
-	Machine  Machine   `json:"machine"`
-	Postgres Postgres  `json:"postgres"`
-	Figures  []Figure  `json:"figures"`
+	Started time.Time `json:"started"`
+	Quick   bool      `json:"quick"`
+	// CPUProfiled says a CPU profile was taken during the run. Sampling
+	// costs taskerd's process CPU (about three points of the 3-replica
+	// throughput ratio on 2 cores), so figures from a profiled run are
+	// comparable only with other profiled runs.
+	CPUProfiled bool     `json:"cpu_profiled,omitempty"`
+	Machine     Machine  `json:"machine"`
+	Postgres    Postgres `json:"postgres"`
+	Figures     []Figure `json:"figures"`
 }
 
 // Machine describes where the run happened.
@@ -325,7 +330,8 @@ func (rep *Report) Print(w io.Writer) {
 		rep.Machine.Cores, rep.Machine.GoVersion, rep.Machine.OS, rep.Machine.Arch, rep.Postgres.Version,
 		rep.Postgres.Fsync, rep.Postgres.SynchronousCommit, rep.Postgres.SharedBuffers,
 		map[bool]string{true: ", private cluster on this machine", false: ""}[rep.Postgres.Private],
-		map[bool]string{true: " — QUICK (smoke test, figures meaningless)", false: ""}[rep.Quick])
+		map[bool]string{true: " — QUICK (smoke test, figures meaningless)", false: ""}[rep.Quick]+
+			map[bool]string{true: " — CPU PROFILED (sampling slows taskerd: compare only with profiled runs)", false: ""}[rep.CPUProfiled])
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "WORKLOAD\tREPLICAS\tMETRIC\tVALUE\tUNIT\tTARGET\tMET")
 	for _, f := range rep.Figures {
@@ -380,6 +386,10 @@ func Compare(w io.Writer, old, new *Report) {
 	olds := map[string]Figure{}
 	for _, f := range old.Figures {
 		olds[key(f)] = f
+	}
+	if old.CPUProfiled != new.CPUProfiled {
+		fmt.Fprintf(w, "warning: only the %s run took a CPU profile, whose sampling slows taskerd; the changes below include that\n\n",
+			map[bool]string{true: "old", false: "new"}[old.CPUProfiled])
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "WORKLOAD\tREPLICAS\tMETRIC\tOLD\tNEW\tCHANGE")
