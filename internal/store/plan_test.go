@@ -22,44 +22,14 @@ import (
 // would lock them in its own order, and two replicas could deadlock.
 func TestFlushLooksStepsUpByKey(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	conn, s, f := setup(t)
-	for range 50 {
-		nt, _ := diamond(f, "")
-		if _, _, err := s.CreateTask(ctx, nt); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := conn.Exec(ctx, "ANALYZE workflow_steps"); err != nil {
-		t.Fatal(err)
-	}
+	conn := analysedDiamonds(t)
 	for _, tc := range []struct{ name, sql, args string }{
 		{"complete", store.StepsCompleteSQL, "(ARRAY[gen_random_uuid()], '{}'::jsonb, 'r1')"},
 		{"fail", store.StepsFailSQL, "(ARRAY[gen_random_uuid()], '{}'::jsonb, 'r1')"},
 		{"release", store.StepsReleaseChildrenSQL, "(ARRAY[gen_random_uuid()], 20, 'c')"},
 		{"count", store.TasksCountFinishedSQL, "(ARRAY[gen_random_uuid()], '{}'::jsonb)"},
 	} {
-		tx, err := conn.Begin(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, stmt := range []string{store.HotPlannerSQL, "SET LOCAL plan_cache_mode = force_generic_plan",
-			"PREPARE flush_" + tc.name + " AS " + tc.sql} {
-			if _, err := tx.Exec(ctx, stmt); err != nil {
-				t.Fatal(err)
-			}
-		}
-		rows, err := tx.Query(ctx, "EXPLAIN EXECUTE flush_"+tc.name+tc.args)
-		if err != nil {
-			t.Fatal(err)
-		}
-		lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := tx.Rollback(ctx); err != nil {
-			t.Fatal(err)
-		}
+		lines := explainGeneric(t, conn, tc.sql, tc.args)
 		plan := strings.Join(lines, "\n")
 		if strings.Contains(plan, "workflow_steps_leases") || !strings.Contains(plan, "_pkey") {
 			t.Errorf("the %s statement does not look rows up by primary key:\n%s", tc.name, plan)
@@ -74,6 +44,53 @@ func TestFlushLooksStepsUpByKey(t *testing.T) {
 			}
 		}
 	}
+}
+
+// analysedDiamonds is a database of 50 diamond tasks, analysed.
+func analysedDiamonds(t *testing.T) *pgx.Conn {
+	t.Helper()
+	ctx := context.Background()
+	conn, s, f := setup(t)
+	for range 50 {
+		nt, _ := diamond(f, "")
+		if _, _, err := s.CreateTask(ctx, nt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := conn.Exec(ctx, "ANALYZE workflow_steps"); err != nil {
+		t.Fatal(err)
+	}
+	return conn
+}
+
+// explainGeneric is the EXPLAIN of sql's generic plan with args, under
+// the hot path's planner settings.
+func explainGeneric(t *testing.T, conn *pgx.Conn, sql, args string) []string {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // only explained
+	for _, stmt := range []string{store.HotPlannerSQL, "SET LOCAL plan_cache_mode = force_generic_plan", "PREPARE explained AS " + sql} {
+		if _, err := tx.Exec(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows, err := tx.Query(ctx, "EXPLAIN EXECUTE explained"+args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A prepared statement outlives the transaction.
+	if _, err := tx.Exec(ctx, "DEALLOCATE explained"); err != nil {
+		t.Fatal(err)
+	}
+	return lines
 }
 
 // updateInputs returns, for each Update node of an EXPLAIN, its input's
@@ -105,36 +122,7 @@ func updateInputs(lines []string) [][2]string {
 // every dead version of each key: step updates are never HOT.
 func TestClaimUpdatesTheLockedVersions(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	conn, s, f := setup(t)
-	for range 50 {
-		nt, _ := diamond(f, "")
-		if _, _, err := s.CreateTask(ctx, nt); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := conn.Exec(ctx, "ANALYZE workflow_steps"); err != nil {
-		t.Fatal(err)
-	}
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback(ctx) //nolint:errcheck // only explained
-	for _, stmt := range []string{store.HotPlannerSQL, "SET LOCAL plan_cache_mode = force_generic_plan",
-		"PREPARE claim AS " + store.StepsClaimSQL} {
-		if _, err := tx.Exec(ctx, stmt); err != nil {
-			t.Fatal(err)
-		}
-	}
-	rows, err := tx.Query(ctx, "EXPLAIN EXECUTE claim('', 256, 'r1', 30000)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
+	lines := explainGeneric(t, analysedDiamonds(t), store.StepsClaimSQL, "('', 256, 'r1', 30000)")
 	plan := strings.Join(lines, "\n")
 	var claim []string // the claim's update: from its node to the next CTE's
 	for i, l := range lines {
