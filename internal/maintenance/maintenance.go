@@ -1,6 +1,7 @@
 // Package maintenance keeps a long-running database healthy: retention of
 // finished tasks (optionally archived first), old audit rows, finished
-// webhook deliveries and workers long gone, and the database-wide gauges
+// webhook deliveries and workers long gone, the concurrency slots and rate
+// buckets of keys nothing uses any more, and the database-wide gauges
 // that scrapes must not compute. Only the elected leader (package
 // leadership) runs it, once per interval.
 package maintenance
@@ -27,6 +28,7 @@ const (
 	DefaultRetentionAudit      = 365 * 24 * time.Hour
 	DefaultRetentionDeliveries = 7 * 24 * time.Hour
 	DefaultRetentionWorkers    = 24 * time.Hour
+	DefaultLimitKeysIdle       = time.Hour
 	DefaultBatchSize           = 200
 	// A pass stops deleting after this long and goes on at the next
 	// interval: a backlog of millions never holds the leader for long.
@@ -56,6 +58,10 @@ type Config struct {
 	// RetentionWorkers keeps remote workers listed this long after they
 	// were last seen; default 1 day. Negative keeps them forever.
 	RetentionWorkers time.Duration
+	// LimitKeysIdle is how long a concurrency slot or rate bucket that no
+	// task or step refers to any more is kept after a task last used its
+	// key; default 1 hour. Negative keeps them forever.
+	LimitKeysIdle time.Duration
 	// Archive copies tasks with their steps, edges and transitions to the
 	// archive tables in the transaction that deletes them.
 	Archive bool
@@ -92,6 +98,7 @@ func New(cfg Config) (*Runner, error) {
 	cfg.RetentionAudit = cmp.Or(cfg.RetentionAudit, DefaultRetentionAudit)
 	cfg.RetentionDeliveries = cmp.Or(cfg.RetentionDeliveries, DefaultRetentionDeliveries)
 	cfg.RetentionWorkers = cmp.Or(cfg.RetentionWorkers, DefaultRetentionWorkers)
+	cfg.LimitKeysIdle = cmp.Or(cfg.LimitKeysIdle, DefaultLimitKeysIdle)
 	cfg.BatchSize = cmp.Or(cfg.BatchSize, DefaultBatchSize)
 	cfg.PassBudget = cmp.Or(cfg.PassBudget, DefaultPassBudget)
 	r := &Runner{cfg: cfg, logger: cmp.Or(cfg.Logger, slog.Default()).With(slog.String("component", "maintenance")),
@@ -188,6 +195,9 @@ func (r *Runner) Pass(ctx context.Context) {
 		return r.prune(ctx, deadline, "workers", r.cfg.RetentionWorkers,
 			func(ctx context.Context, keep time.Duration, _ int) (int64, error) { return st.PruneWorkers(ctx, keep) })
 	})
+	r.service(ctx, "limit_keys", func(ctx context.Context) error {
+		return r.sweep(ctx, deadline, "limit_keys", r.cfg.LimitKeysIdle, st.PurgeLimitKeys)
+	})
 	r.service(ctx, "gauges", r.gauges)
 	select {
 	case r.passes <- struct{}{}:
@@ -214,12 +224,23 @@ func (r *Runner) service(ctx context.Context, name string, fn func(context.Conte
 // negative keep keeps everything.
 func (r *Runner) prune(ctx context.Context, deadline time.Time, kind string, keep time.Duration,
 	deleteBatch func(ctx context.Context, keep time.Duration, limit int) (int64, error)) error {
+	return r.sweep(ctx, deadline, kind, keep, func(ctx context.Context, keep time.Duration, limit int) (int64, int64, error) {
+		n, err := deleteBatch(ctx, keep, limit)
+		return n, n, err
+	})
+}
+
+// sweep is prune for batches that look at rows they may keep: a batch
+// says how many it deleted and how many it looked at, and a batch that
+// looked at fewer than its size was the last.
+func (r *Runner) sweep(ctx context.Context, deadline time.Time, kind string, keep time.Duration,
+	batch func(ctx context.Context, keep time.Duration, limit int) (deleted, looked int64, err error)) error {
 	if keep < 0 {
 		return nil
 	}
 	for time.Now().Before(deadline) {
 		began := time.Now()
-		n, err := deleteBatch(ctx, keep, r.cfg.BatchSize)
+		n, looked, err := batch(ctx, keep, r.cfg.BatchSize)
 		if err != nil {
 			return err
 		}
@@ -227,7 +248,7 @@ func (r *Runner) prune(ctx context.Context, deadline time.Time, kind string, kee
 		if n > 0 {
 			r.logger.InfoContext(ctx, "retention deleted rows", slog.String("kind", kind), slog.Int64("rows", n))
 		}
-		if n < int64(r.cfg.BatchSize) {
+		if looked < int64(r.cfg.BatchSize) {
 			break
 		}
 		// A backlog is deleted at half speed at most: after each full batch

@@ -185,11 +185,12 @@ func TestRetentionDeletesExactlyTheExpiredTasks(t *testing.T) {
 		}
 	}
 	deleted := `
-# HELP tasker_retention_deleted_total Rows deleted by retention, by kind (completed_tasks, failed_tasks, audit_events, webhook_deliveries, workers).
+# HELP tasker_retention_deleted_total Rows deleted by retention, by kind (completed_tasks, failed_tasks, audit_events, webhook_deliveries, workers, limit_keys).
 # TYPE tasker_retention_deleted_total counter
 tasker_retention_deleted_total{kind="audit_events"} 0
 tasker_retention_deleted_total{kind="completed_tasks"} 5
 tasker_retention_deleted_total{kind="failed_tasks"} 2
+tasker_retention_deleted_total{kind="limit_keys"} 0
 tasker_retention_deleted_total{kind="webhook_deliveries"} 0
 tasker_retention_deleted_total{kind="workers"} 0
 `
@@ -269,7 +270,7 @@ func TestArchiveTablesMatchTheirSources(t *testing.T) {
 	}
 }
 
-func TestRetentionOfAuditRowsDeliveriesAndWorkers(t *testing.T) {
+func TestRetentionOfAuditRowsDeliveriesWorkersAndLimitKeys(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	ctx := context.Background()
@@ -301,6 +302,9 @@ func TestRetentionOfAuditRowsDeliveriesAndWorkers(t *testing.T) {
 	}
 	// Workers: kept an hour after last seen.
 	exec(`INSERT INTO workers (worker_id, last_seen_at) VALUES ('gone', now() - interval '2 hours'), ('here', now() - interval '5 minutes')`)
+	// Limit keys no task uses: kept an hour after their last use.
+	exec(`INSERT INTO concurrency_slots (limit_key, used_at) VALUES ('gone', now() - interval '2 hours'), ('recent', now() - interval '5 minutes')`)
+	exec(`INSERT INTO rate_buckets (rate_key, used_at) VALUES ('gone', now() - interval '2 hours')`)
 
 	b.runner.Pass(ctx)
 
@@ -312,12 +316,15 @@ func TestRetentionOfAuditRowsDeliveriesAndWorkers(t *testing.T) {
 		`SELECT count(*) FROM webhook_delivery_attempts`:                                    2,
 		`SELECT count(*) FROM workers WHERE worker_id = 'here'`:                             1,
 		`SELECT count(*) FROM workers`:                                                      1,
+		`SELECT count(*) FROM concurrency_slots WHERE limit_key = 'recent'`:                 1,
+		`SELECT count(*) FROM concurrency_slots`:                                            1,
+		`SELECT count(*) FROM rate_buckets`:                                                 0,
 	} {
 		if got := b.count(t, sql); got != want {
 			t.Errorf("%s = %d, want %d", sql, got, want)
 		}
 	}
-	for kind, want := range map[string]float64{"audit_events": 4, "webhook_deliveries": 3, "workers": 1} {
+	for kind, want := range map[string]float64{"audit_events": 4, "webhook_deliveries": 3, "workers": 1, "limit_keys": 2} {
 		if got := testutil.ToFloat64(counterOf(t, b.reg, "tasker_retention_deleted_total", kind)); got != want {
 			t.Errorf("tasker_retention_deleted_total{kind=%q} = %v, want %v", kind, got, want)
 		}

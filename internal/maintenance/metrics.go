@@ -38,7 +38,7 @@ func newMetrics() *metrics {
 		}, []string{"service"}),
 		deleted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tasker_retention_deleted_total",
-			Help: "Rows deleted by retention, by kind (completed_tasks, failed_tasks, audit_events, webhook_deliveries, workers).",
+			Help: "Rows deleted by retention, by kind (completed_tasks, failed_tasks, audit_events, webhook_deliveries, workers, limit_keys).",
 		}, []string{"kind"}),
 		queueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "tasker_queue_depth", Help: "Steps runnable now and not yet claimed, by template (set by the leader each maintenance interval).",

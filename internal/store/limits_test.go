@@ -3,10 +3,12 @@ package store_test
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/taskerd/taskerd/internal/store"
 )
@@ -275,5 +277,89 @@ func TestRateTokenKeptWhenNoSlot(t *testing.T) {
 	}
 	if err := conn.QueryRow(ctx, "SELECT tokens FROM rate_buckets WHERE rate_key = 'r'").Scan(&tokens); err != nil || tokens < 0.99 {
 		t.Fatalf("the bucket has %v tokens after a step without a slot (%v); want its token kept", tokens, err)
+	}
+}
+
+// The rows of keys that nothing refers to any more go once no task has
+// used them for the idle time; the others stay, and those still referred
+// to are marked used so that the next batch looks at others. A row that a
+// create is marking used (locked until it commits) is skipped. Creates,
+// step keys and task keys alike, mark their keys used.
+func TestPurgeLimitKeys(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	conn, s, f := setup(t)
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := conn.Exec(ctx, sql, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A step key "k", a rate key "r" and a task key "tk", each used by a task.
+	nt := limitedTask(f)
+	nt.Steps[0].RateKey, nt.Steps[0].RatePerSecond = "r", 5
+	nt.LimitKey, nt.LimitMax = "tk", 1
+	if _, _, err := s.CreateTask(ctx, nt); err != nil {
+		t.Fatal(err)
+	}
+	exec(`UPDATE concurrency_slots SET used_at = now() - interval '2 hours'`)
+	exec(`UPDATE rate_buckets SET used_at = now() - interval '2 hours'`)
+	// Created again, a key is marked used.
+	again := limitedTask(f)
+	again.Steps[0].RateKey, again.Steps[0].RatePerSecond = "r", 5
+	again.LimitKey, again.LimitMax = "tk", 1
+	if _, _, err := s.CreateTask(ctx, again); err != nil {
+		t.Fatal(err)
+	}
+	var fresh int
+	if err := conn.QueryRow(ctx, `SELECT (SELECT count(*) FROM concurrency_slots WHERE used_at > now() - interval '1 minute')
+		+ (SELECT count(*) FROM rate_buckets WHERE used_at > now() - interval '1 minute')`).Scan(&fresh); err != nil || fresh != 3 {
+		t.Fatalf("a create marked %d of its 3 keys used (%v)", fresh, err)
+	}
+	exec(`UPDATE concurrency_slots SET used_at = now() - interval '2 hours', running = 0 WHERE limit_key = 'k'`)
+	exec(`UPDATE rate_buckets SET used_at = now() - interval '2 hours'`)
+	exec(`INSERT INTO concurrency_slots (limit_key, running, used_at) VALUES
+		('gone', 0, now() - interval '2 hours'), ('recent', 0, now()), ('held', 1, now() - interval '2 hours'),
+		('locked', 0, now() - interval '2 hours')`)
+	exec(`INSERT INTO rate_buckets (rate_key, used_at) VALUES ('gone', now() - interval '2 hours'), ('recent', now())`)
+
+	tx, err := conn.Begin(ctx) // a create marking "locked" used
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM concurrency_slots WHERE limit_key = 'locked' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	deleted, looked, err := s.PurgeLimitKeys(ctx, time.Hour, 100)
+	if err != nil || deleted != 2 || looked != 3 {
+		t.Errorf("purge: %d deleted, %d looked at (want 2 and 3: the slots gone, held and k, the buckets gone and r), %v", deleted, looked, err)
+	}
+	keys := func(sql string) []string {
+		t.Helper()
+		rows, err := conn.Query(ctx, sql)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if got := keys(`SELECT limit_key FROM concurrency_slots ORDER BY 1`); !slices.Equal(got, []string{"held", "k", "locked", "recent", "tk"}) {
+		t.Errorf("slots left: %v", got)
+	}
+	if got := keys(`SELECT rate_key FROM rate_buckets ORDER BY 1`); !slices.Equal(got, []string{"r", "recent"}) {
+		t.Errorf("buckets left: %v", got)
+	}
+	if got := keys(`SELECT limit_key FROM concurrency_slots WHERE used_at > now() - interval '1 minute'
+		UNION ALL SELECT rate_key FROM rate_buckets WHERE used_at > now() - interval '1 minute' ORDER BY 1`); !slices.Equal(got, []string{"held", "k", "r", "recent", "recent", "tk"}) {
+		t.Errorf("marked used: %v (want the kept rows that were looked at, and the recent ones)", got)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if deleted, looked, err := s.PurgeLimitKeys(ctx, time.Hour, 100); err != nil || deleted != 1 || looked != 1 {
+		t.Errorf("purge once the lock is gone: %d deleted, %d looked at (want 1 and 1), %v", deleted, looked, err)
 	}
 }

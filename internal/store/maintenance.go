@@ -96,6 +96,24 @@ func (s *Store) DeleteAuditEvents(ctx context.Context, olderThan time.Duration, 
 	return tag.RowsAffected(), nil
 }
 
+//go:embed sql/limit_keys_purge.sql
+var limitKeysPurgeSQL string
+
+// PurgeLimitKeys deletes up to limit concurrency slots and up to limit
+// rate buckets not marked used for idle that no task or step refers to any
+// more (their keys are templates over tasks' contexts, so the tables would
+// otherwise keep every key ever used). Rows still referred to are marked
+// used, so that the next call looks at others. It returns the rows deleted
+// and the most rows one table had to look at: below limit, nothing is left.
+func (s *Store) PurgeLimitKeys(ctx context.Context, idle time.Duration, limit int) (deleted, looked int64, err error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	if err := s.pool.QueryRow(ctx, limitKeysPurgeSQL, idle.Milliseconds(), limit).Scan(&deleted, &looked); err != nil {
+		return 0, 0, translate("purge limit keys", err)
+	}
+	return deleted, looked, nil
+}
+
 // QueueGauge is the ready queue of one template (Waiting ""), or its
 // steps that are ready but parked, by why they wait: "paused", "limit" (a
 // step concurrency slot), "task_limit" (a task concurrency slot).

@@ -60,13 +60,18 @@ WITH new_tasks AS (
   FROM steps s JOIN written t ON t.task_id = s.task_id
   RETURNING workflow_step_id, task_id, status
 ), ins_slots AS (
+  -- Marked used, which locks an existing row until this create commits: a
+  -- purge of unused keys waits for it and then leaves the row alone
+  -- (migration 00018). Locked in key order, as claims lock them.
   INSERT INTO concurrency_slots (limit_key)
   SELECT DISTINCT s.limit_key FROM steps s JOIN written t ON t.task_id = s.task_id WHERE s.limit_key IS NOT NULL
-  ON CONFLICT DO NOTHING
+  ORDER BY 1
+  ON CONFLICT (limit_key) DO UPDATE SET used_at = now()
 ), ins_buckets AS (
   INSERT INTO rate_buckets (rate_key)
   SELECT DISTINCT s.rate_key FROM steps s JOIN written t ON t.task_id = s.task_id WHERE s.rate_key IS NOT NULL
-  ON CONFLICT DO NOTHING
+  ORDER BY 1
+  ON CONFLICT (rate_key) DO UPDATE SET used_at = now()
 ), ins_edges AS (
   INSERT INTO workflow_step_edges (from_step_id, to_step_id, task_id)
   SELECT e.from_id, e.to_id, t.task_id
