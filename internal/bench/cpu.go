@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/taskerd/taskerd/internal/procfs"
 )
 
 // cpuMeter reads how much CPU this process and the PostgreSQL server have
@@ -38,8 +39,8 @@ func newCPUMeter(ctx context.Context, conn *pgx.Conn) cpuMeter {
 	if conn.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid) != nil {
 		return cpuMeter{}
 	}
-	f, ok := procStat(pid)
-	if !ok {
+	f, err := procfs.Stat(pid)
+	if err != nil {
 		return cpuMeter{}
 	}
 	ppid, err := strconv.Atoi(f[1])
@@ -66,8 +67,8 @@ func (m cpuMeter) sample() cpuSample {
 		if err != nil {
 			continue
 		}
-		f, ok := procStat(pid)
-		if !ok {
+		f, err := procfs.Stat(pid)
+		if err != nil {
 			continue
 		}
 		switch {
@@ -79,25 +80,6 @@ func (m cpuMeter) sample() cpuSample {
 		}
 	}
 	return s
-}
-
-// procStat returns the fields of /proc/pid/stat after the command name:
-// f[0] is the state (field 3), f[1] the parent (4), f[11] utime (14).
-func procStat(pid int) ([]string, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return nil, false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')') // the name may hold spaces and parentheses
-	if i < 0 || i+2 > len(s) {
-		return nil, false
-	}
-	f := strings.Fields(s[i+2:])
-	if len(f) < 15 {
-		return nil, false
-	}
-	return f, true
 }
 
 // ticks converts clock ticks to a duration. /proc counts in USER_HZ, which

@@ -10,20 +10,6 @@ import (
 	"time"
 )
 
-// procStat finds a process's parent past its command name.
-func TestProcStatReadsTheParent(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("/proc is Linux's")
-	}
-	f, ok := procStat(os.Getpid())
-	if !ok {
-		t.Fatal("cannot read this process's /proc stat")
-	}
-	if f[1] != strconv.Itoa(os.Getppid()) {
-		t.Errorf("parent %s, want %d", f[1], os.Getppid())
-	}
-}
-
 // The meter counts the "postmaster's" exited children (here: this test's
 // own, a shell busy for a while) and this process's own CPU.
 func TestCPUMeterCountsChildrenAndSelf(t *testing.T) {

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/taskerd/taskerd/internal/procfs"
 )
 
 // ErrAlreadyRunning reports that a PostgreSQL server is already running on
@@ -59,18 +61,14 @@ func (c *Cluster) clearStalePidFile(ctx context.Context) error {
 // processAlive reports whether pid runs. Zombies count as dead: an orphaned
 // postgres that exited may linger as a zombie when PID 1 does not reap.
 func processAlive(pid int) bool {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	f, err := procfs.Stat(pid)
+	if errors.Is(err, procfs.ErrMalformed) {
+		return true // it exists; assume it runs
+	}
 	if err != nil {
 		return false
 	}
-	// The state follows the command name, which is in parentheses and may
-	// itself contain ") ", hence the last one.
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 || i+2 >= len(stat) {
-		return true
-	}
-	state := stat[i+2]
-	return state != 'Z' && state != 'X'
+	return f[0] != "Z" && f[0] != "X"
 }
 
 // isPostgresProcess reports whether pid runs a PostgreSQL server binary.
