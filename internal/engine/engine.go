@@ -211,9 +211,13 @@ func (e *Engine) wantsTx(names ...string) bool {
 	return false
 }
 
-// claimEventNames are the events of a claim, asked of the sink before it.
-var claimEventNames = []string{eventName(false, "pending", "in_progress"), eventName(true, "pending", "in_progress"),
-	EventViableStepsDiscovered, EventStepsExecutionStarted}
+// claimEventNames and createEventNames are the events of a claim and of a
+// task's creation, asked of the sink before them.
+var (
+	claimEventNames = []string{eventName(false, "pending", "in_progress"), eventName(true, "pending", "in_progress"),
+		EventViableStepsDiscovered, EventStepsExecutionStarted}
+	createEventNames = []string{eventName(false, "", "pending"), eventName(true, "", "pending"), eventName(true, "pending", "resolved_manually")}
+)
 
 // catchUp writes events to the sink in a transaction of their own when
 // their change committed without them: the sink wanted none of names when

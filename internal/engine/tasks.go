@@ -152,8 +152,7 @@ func (e *Engine) CreateTask(ctx context.Context, req CreateTaskRequest) (view *T
 		})
 	}
 	var events []Event
-	createNames := []string{eventName(false, "", "pending"), eventName(true, "", "pending"), eventName(true, "pending", "resolved_manually")}
-	if e.wantsTx(createNames...) {
+	if e.wantsTx(createEventNames...) {
 		nt.InTx = func(ctx context.Context, tx store.Tx, _ uuid.UUID) error {
 			events = createEvents(&nt)
 			return e.cfg.Events.InTx(ctx, tx, events)
@@ -181,7 +180,7 @@ func (e *Engine) CreateTask(ctx context.Context, req CreateTaskRequest) (view *T
 			// creation precedes its claims.
 			if events == nil {
 				events = createEvents(&nt)
-				e.catchUp(ctx, events, createNames)
+				e.catchUp(ctx, events, createEventNames)
 			}
 			e.cfg.Events.Committed(ctx, events)
 			e.order.release(held)
