@@ -102,9 +102,8 @@ WITH candidates AS (
   -- snapshot, still pending and runnable (say a priority edit), is locked
   -- in its new version, which the snapshot cannot see; it is then not
   -- claimed, stays pending, and is counted in the summary row below, so
-  -- the caller claims again at once. (A tuple id taken
-  -- without a lock goes stale under a concurrent update: the flushes find
-  -- rows by key.)
+  -- the caller claims again at once. (A tuple id taken without a lock
+  -- goes stale under a concurrent update: the flushes find rows by key.)
   WHERE w.ctid = c.tid
     AND NOT EXISTS (SELECT 1 FROM held h WHERE h.workflow_step_id = c.workflow_step_id)
   RETURNING w.workflow_step_id, w.task_id, w.name, w.handler, w.attempts, w.retry_base, w.retry_limit,
