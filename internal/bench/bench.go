@@ -92,9 +92,9 @@ type Report struct {
 	Started time.Time `json:"started"`
 	Quick   bool      `json:"quick"`
 	// CPUProfiled says a CPU profile was taken during the run. Sampling
-	// costs taskerd's process CPU (about three points of the 3-replica
-	// throughput ratio on 2 cores), so figures from a profiled run are
-	// comparable only with other profiled runs.
+	// costs taskerd's process CPU (3 to 10 points of the 3-replica
+	// throughput ratio on 2 cores, sessions 9 and 10), so figures from a
+	// profiled run are comparable only with other profiled runs.
 	CPUProfiled bool     `json:"cpu_profiled,omitempty"`
 	Machine     Machine  `json:"machine"`
 	Postgres    Postgres `json:"postgres"`
